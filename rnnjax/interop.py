@@ -1,0 +1,103 @@
+"""Conversion between `RNN` params and PyTorch `state_dict`s of `nn.RNN`/`nn.LSTM`/`nn.GRU`.
+
+Plain dicts of NumPy arrays with PyTorch's key names (`weight_ih_l0`, `bias_hh_l1_reverse`, ...); rnnjax never
+imports torch. The layouts are identical (same names, shapes and gate order), so conversion is a copy.
+
+    # in PyTorch
+    state = {k: v.detach().numpy() for k, v in torch_lstm.state_dict().items()}
+    # in rnnjax
+    params = from_torch_state_dict(state, "lstm", num_layers=2, bidirectional=True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax import _checks
+from rnnjax.cells import GRUParams, LSTMParams, SimpleRNNParams
+from rnnjax.layers import BidirectionalParams
+from rnnjax.rnn import MODES
+
+_PARAMS_TYPE = {"lstm": LSTMParams, "gru": GRUParams, "rnn_tanh": SimpleRNNParams, "rnn_relu": SimpleRNNParams}
+_NUM_GATES = {LSTMParams: 4, GRUParams: 3, SimpleRNNParams: 1}
+_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch.Tensor, accepted without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def from_torch_state_dict(
+    state_dict: Mapping[str, Any], mode: str, num_layers: int = 1, bidirectional: bool = False
+) -> tuple:
+    """`RNN(mode, ..., num_layers, bidirectional).init`-shaped params from a PyTorch state dict.
+
+    Values may be NumPy arrays or anything `np.asarray` takes (torch tensors included). Raises a ValueError
+    naming the key for a missing or unexpected key (e.g. LSTM `proj_size`'s `weight_hr_l0`, unsupported) or a
+    shape that does not fit `mode`'s gate count and the previous layer's output size.
+    """
+    _checks.check_choice("mode", mode, MODES)
+    num_layers = _checks.check_positive_int("num_layers", num_layers)
+    params_type = _PARAMS_TYPE[mode]
+    num_gates = _NUM_GATES[params_type]
+    suffixes = ("", "_reverse") if bidirectional else ("",)
+    expected_keys = [f"{f}_l{layer}{s}" for layer in range(num_layers) for s in suffixes for f in _FIELDS]
+    missing = [key for key in expected_keys if key not in state_dict]
+    unexpected = sorted(set(state_dict) - set(expected_keys))
+    if missing or unexpected:
+        raise ValueError(
+            f"state_dict does not match mode={mode!r}, num_layers={num_layers}, bidirectional={bidirectional}: "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    hidden_size = _to_numpy(state_dict["weight_hh_l0"]).shape[-1]
+    input_size = _to_numpy(state_dict["weight_ih_l0"]).shape[-1]
+    layers = []
+    for layer in range(num_layers):
+        directions = []
+        for suffix in suffixes:
+            arrays = []
+            for field in _FIELDS:
+                key = f"{field}_l{layer}{suffix}"
+                array = _to_numpy(state_dict[key])
+                rows = num_gates * hidden_size
+                expected = {
+                    "weight_ih": (rows, input_size),
+                    "weight_hh": (rows, hidden_size),
+                    "bias_ih": (rows,),
+                    "bias_hh": (rows,),
+                }[field]
+                if array.shape != expected:
+                    raise ValueError(f"state_dict[{key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}")
+                if not np.issubdtype(array.dtype, np.floating):
+                    raise TypeError(f"state_dict[{key!r}] must be floating, got dtype {array.dtype}")
+                arrays.append(jnp.asarray(array))
+            directions.append(params_type(*arrays))
+        layers.append(BidirectionalParams(*directions) if bidirectional else directions[0])
+        input_size = hidden_size * len(suffixes)
+    return tuple(layers)
+
+
+def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
+    """A PyTorch state dict (NumPy arrays, PyTorch's key names) from `RNN` params (or their gradients)."""
+    if not isinstance(params, (tuple, list)) or not params:
+        raise TypeError(f"params must be a non-empty tuple with one entry per layer, got {type(params).__name__}")
+    state = {}
+    for layer, layer_params in enumerate(params):
+        if isinstance(layer_params, BidirectionalParams):
+            directions = {"": layer_params.forward, "_reverse": layer_params.backward}
+        else:
+            directions = {"": layer_params}
+        for suffix, cell_params in directions.items():
+            if type(cell_params) not in _NUM_GATES:
+                raise TypeError(
+                    f"layer {layer}{suffix}: expected SimpleRNNParams, LSTMParams or GRUParams, got "
+                    f"{type(cell_params).__name__}"
+                )
+            for field in _FIELDS:
+                state[f"{field}_l{layer}{suffix}"] = np.asarray(getattr(cell_params, field))
+    return state
