@@ -311,7 +311,7 @@ class GRU(_Cell):
     def _folded_bias(self, params: GRUParams) -> Array:
         # b_hr and b_hz add linearly and join the projection; b_hn is multiplied by r and must stay in the step.
         hidden = self.hidden_size
-        return params.bias_ih + params.bias_hh.at[2 * hidden :].set(0.0)
+        return params.bias_ih + jnp.asarray(params.bias_hh).at[2 * hidden :].set(0.0)
 
     def recurrent_step(self, params: GRUParams, carry: Array, projected_x: Array):
         """One step given `projected_x = project_inputs(params, x)` `[..., 3H]`."""

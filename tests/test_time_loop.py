@@ -1,0 +1,211 @@
+"""The time loop, as a registry of properties every cell must satisfy: scan equals a Python loop over `step`,
+masked batches equal per-sequence runs (forward and reverse), unroll/remat/jit/time-major/unbatched/vmap never change
+results, gradients match central finite differences in float64, and bad input raises a clear error."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from rnnjax import GRU, LSTM, SimpleRNN, unroll
+
+BATCH, TIME, INPUT, HIDDEN = 3, 6, 3, 4
+LENGTHS = (6, 0, 4)  # full, empty, partial
+CELLS = {
+    "rnn_tanh": SimpleRNN(HIDDEN),
+    "rnn_relu": SimpleRNN(HIDDEN, activation="relu"),
+    "lstm": LSTM(HIDDEN),
+    "gru": GRU(HIDDEN),
+}
+
+
+def setup(name, key, dtype=jnp.float32):
+    cell = CELLS[name]
+    params_key, bias_key, xs_key, carry_key = jax.random.split(key, 4)
+    params = cell.init(params_key, INPUT, dtype)
+    bias_keys = jax.random.split(bias_key)
+    params = params._replace(bias_ih=jax.random.normal(bias_keys[0], params.bias_ih.shape, dtype),
+                             bias_hh=jax.random.normal(bias_keys[1], params.bias_hh.shape, dtype))
+    xs = jax.random.normal(xs_key, (BATCH, TIME, INPUT), dtype)
+    leaves, treedef = jax.tree.flatten(cell.initial_carry((BATCH,), dtype))
+    carry = jax.tree.unflatten(treedef, [0.5 * jax.random.normal(k, leaf.shape, dtype)
+                                         for k, leaf in zip(jax.random.split(carry_key, len(leaves)), leaves)])
+    return cell, params, xs, carry
+
+
+def assert_trees_close(a, b, atol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, atol=atol, rtol=atol)
+
+
+def python_loop(cell, params, xs, carry, reverse=False):
+    """The obvious reference: `step` called once per time step from Python."""
+    ys = [None] * xs.shape[1]
+    for t in (reversed(range(xs.shape[1])) if reverse else range(xs.shape[1])):
+        carry, ys[t] = cell.step(params, carry, xs[:, t])
+    return jnp.stack(ys, axis=1), carry
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", CELLS)
+def test_scan_equals_python_loop_over_step(name, reverse, key):
+    cell, params, xs, carry = setup(name, key)
+    assert_trees_close(unroll(cell, params, xs, carry=carry, reverse=reverse),
+                       python_loop(cell, params, xs, carry, reverse=reverse))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", CELLS)
+def test_masked_batch_equals_each_sequence_alone(name, reverse, key):
+    cell, params, xs, carry = setup(name, key)
+    ys, final = unroll(cell, params, xs, carry=carry, lengths=jnp.array(LENGTHS), reverse=reverse)
+    for b, length in enumerate(LENGTHS):
+        alone_carry = jax.tree.map(lambda leaf: leaf[b], carry)
+        alone_ys, alone_final = unroll(cell, params, xs[b, :length], carry=alone_carry, reverse=reverse)
+        np.testing.assert_allclose(ys[b, :length], alone_ys, atol=1e-6)
+        np.testing.assert_array_equal(ys[b, length:], 0.0)  # exactly zero past the end
+        assert_trees_close(jax.tree.map(lambda leaf: leaf[b], final), alone_final)
+    # the empty sequence keeps its initial carry
+    assert_trees_close(jax.tree.map(lambda leaf: leaf[1], final), jax.tree.map(lambda leaf: leaf[1], carry))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_padding_values_never_leak(name, key):
+    cell, params, xs, carry = setup(name, key)
+    lengths = jnp.array(LENGTHS)
+    garbage = jnp.where(jnp.arange(TIME)[None, :, None] < lengths[:, None, None], xs, 1e6)
+    for reverse in (False, True):
+        assert_trees_close(unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse),
+                           unroll(cell, params, garbage, carry=carry, lengths=lengths, reverse=reverse))
+
+
+def loss_and_grads(cell, params, xs, carry, **options):
+    """`((loss, (ys, final_carry)), gradients)` in one jitted call, so outputs and gradients share a compile."""
+    def loss(params, xs, carry):
+        ys, final = unroll(cell, params, xs, carry=carry, **options)
+        return jnp.sum(ys**2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(final)), (ys, final)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, xs, carry)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_unroll_factor_and_remat_never_change_results(name, key):
+    cell, params, xs, carry = setup(name, key)
+    lengths = jnp.array(LENGTHS)
+    for reverse in (False, True):
+        reference = loss_and_grads(cell, params, xs, carry, lengths=lengths, reverse=reverse)
+        # unroll 4 does not divide TIME = 6: the remainder steps must be handled too
+        for options in ({"unroll": 2}, {"unroll": 4}, {"remat": True, "unroll": 2}):
+            assert_trees_close(loss_and_grads(cell, params, xs, carry, lengths=lengths, reverse=reverse, **options),
+                               reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_jit_equals_eager(name, key):
+    cell, params, xs, carry = setup(name, key)
+    lengths = jnp.array(LENGTHS)
+    jitted = jax.jit(lambda params, xs, carry, lengths: unroll(cell, params, xs, carry=carry, lengths=lengths,
+                                                               reverse=True))
+    assert_trees_close(jitted(params, xs, carry, lengths),
+                       unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=True))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_time_major_unbatched_and_vmap_agree(name, key):
+    cell, params, xs, carry = setup(name, key)
+    lengths = jnp.array(LENGTHS)
+    ys, final = unroll(cell, params, xs, carry=carry, lengths=lengths)
+    ys_tm, final_tm = unroll(cell, params, jnp.swapaxes(xs, 0, 1), carry=carry, lengths=lengths, time_major=True)
+    np.testing.assert_allclose(jnp.swapaxes(ys_tm, 0, 1), ys, atol=1e-6)
+    assert_trees_close(final_tm, final)
+    ys_1, final_1 = unroll(cell, params, xs[2], carry=jax.tree.map(lambda leaf: leaf[2], carry), lengths=lengths[2])
+    np.testing.assert_allclose(ys_1, ys[2], atol=1e-6)
+    assert_trees_close(final_1, jax.tree.map(lambda leaf: leaf[2], final))
+    vmapped = jax.vmap(lambda x, c, n: unroll(cell, params, x, carry=c, lengths=n))(xs, carry, lengths)
+    assert_trees_close(vmapped, (ys, final))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_carry_streams_across_windows(name, key):
+    """Truncated BPTT's premise: two windows with the carry passed along equal one long run."""
+    cell, params, xs, carry = setup(name, key)
+    ys, final = unroll(cell, params, xs, carry=carry)
+    ys_a, carry_a = unroll(cell, params, xs[:, :2], carry=carry)
+    ys_b, carry_b = unroll(cell, params, xs[:, 2:], carry=carry_a)
+    np.testing.assert_allclose(jnp.concatenate([ys_a, ys_b], axis=1), ys, atol=1e-6)
+    assert_trees_close(carry_b, final)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_bfloat16_inputs(name, key):
+    cell, params, xs, carry = setup(name, key)
+    ys, final = unroll(cell, params, xs.astype(jnp.bfloat16), lengths=jnp.array(LENGTHS))
+    assert ys.dtype == jnp.float32 and all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(final))
+    reference, _ = unroll(cell, params, xs, lengths=jnp.array(LENGTHS))
+    np.testing.assert_allclose(ys, reference, atol=5e-2)
+    grads = jax.grad(lambda p: jnp.sum(unroll(cell, p, xs.astype(jnp.bfloat16))[0]))(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", CELLS)
+def test_gradients_match_finite_differences_in_float64(name, reverse, key):
+    with jax.enable_x64(True):
+        cell, params, xs, carry = setup(name, key, jnp.float64)
+        lengths = jnp.array(LENGTHS)
+
+        def loss(params, xs, carry):
+            ys, final = unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse)
+            assert ys.dtype == jnp.float64
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+
+        check_grads(loss, (params, xs, carry), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_lengths_may_be_traced(key):
+    cell, params, xs, carry = setup("gru", key)
+    traced = jax.jit(lambda lengths: unroll(cell, params, xs, lengths=lengths)[0])(jnp.array(LENGTHS))
+    np.testing.assert_allclose(traced, unroll(cell, params, xs, lengths=jnp.array(LENGTHS))[0], atol=1e-6)
+
+
+# -- bad input -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(xs=jnp.ones((TIME,))), ValueError, "got rank 1 with shape \\(6,\\)"),
+        (dict(xs=jnp.ones((2, BATCH, TIME, INPUT))), ValueError, "got rank 4"),
+        (dict(xs=jnp.ones((BATCH, TIME, 5))), ValueError, "xs has 5 features.*expect input_size 3"),
+        (dict(xs=jnp.ones((BATCH, TIME, INPUT), jnp.int32)), TypeError, "floating dtype.*int32"),
+        (dict(xs=[[[1.0] * INPUT] * TIME] * BATCH), TypeError, "xs must be an array, got list"),
+        (dict(lengths=jnp.array([1, 2])), ValueError, "lengths must be shape \\(3,\\) = \\[batch\\], got shape \\(2,\\)"),
+        (dict(lengths=jnp.array([[1, 2, 3]])), ValueError, "got shape \\(1, 3\\)"),
+        (dict(lengths=jnp.array([1.0, 2.0, 3.0])), TypeError, "lengths must be an integer array, got dtype float32"),
+        (dict(lengths=jnp.array([1, 7, 3])), ValueError, "lengths must lie in \\[0, 6\\].*max 7"),
+        (dict(lengths=np.array([1, -1, 3])), ValueError, "lengths must lie in \\[0, 6\\].*min -1"),
+        (dict(carry=jnp.zeros((BATCH + 1, HIDDEN))), ValueError, "carry must have shape \\(3, 4\\).*got \\(4, 4\\)"),
+        (dict(carry=jnp.zeros((BATCH, HIDDEN), jnp.int32)), TypeError, "carry must have a floating dtype"),
+        (dict(unroll=0), ValueError, "unroll must be an int >= 1, got 0"),
+        (dict(unroll=True), ValueError, "unroll must be an int >= 1, got True"),
+    ],
+)
+def test_bad_input_raises_clear_errors(change, error, match, key):
+    cell, params, xs, _ = setup("gru", key)
+    arguments = dict(xs=xs) | change
+    xs = arguments.pop("xs")
+    with pytest.raises(error, match=match):
+        unroll(cell, params, xs, **arguments)
+
+
+def test_unbatched_lengths_must_be_a_scalar(key):
+    cell, params, xs, _ = setup("lstm", key)
+    with pytest.raises(ValueError, match="lengths must be a scalar for unbatched inputs, got shape \\(1,\\)"):
+        unroll(cell, params, xs[0], lengths=jnp.array([3]))
+
+
+def test_bad_input_is_reported_at_trace_time_under_jit(key):
+    cell, params, xs, _ = setup("lstm", key)
+    with pytest.raises(ValueError, match="xs has 5 features"):
+        jax.jit(lambda xs: unroll(cell, params, xs))(jnp.ones((BATCH, TIME, 5)))
+    with pytest.raises(TypeError, match="LSTM carry must be LSTMState"):
+        jax.jit(lambda xs: unroll(cell, params, xs, carry=jnp.zeros((BATCH, HIDDEN))))(xs)
