@@ -24,6 +24,8 @@ from rnnjax.rnn import MODES
 _PARAMS_TYPE = {"lstm": LSTMParams, "gru": GRUParams, "rnn_tanh": SimpleRNNParams, "rnn_relu": SimpleRNNParams}
 _NUM_GATES = {LSTMParams: 4, GRUParams: 3, SimpleRNNParams: 1}
 _FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+# A single layer's params are tuples too; passed bare, they would silently read as several layers.
+_LAYER_TYPES = (BidirectionalParams, LSTMParams, GRUParams, SimpleRNNParams)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -43,6 +45,8 @@ def from_torch_state_dict(
     """
     _checks.check_choice("mode", mode, MODES)
     num_layers = _checks.check_positive_int("num_layers", num_layers)
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
     params_type = _PARAMS_TYPE[mode]
     num_gates = _NUM_GATES[params_type]
     suffixes = ("", "_reverse") if bidirectional else ("",)
@@ -73,7 +77,7 @@ def from_torch_state_dict(
                 }[field]
                 if array.shape != expected:
                     raise ValueError(f"state_dict[{key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}")
-                if not np.issubdtype(array.dtype, np.floating):
+                if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy alone calls bfloat16 non-floating
                     raise TypeError(f"state_dict[{key!r}] must be floating, got dtype {array.dtype}")
                 arrays.append(jnp.asarray(array))
             directions.append(params_type(*arrays))
@@ -84,8 +88,10 @@ def from_torch_state_dict(
 
 def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
     """A PyTorch state dict (NumPy arrays, PyTorch's key names) from `RNN` params (or their gradients)."""
-    if not isinstance(params, (tuple, list)) or not params:
-        raise TypeError(f"params must be a non-empty tuple with one entry per layer, got {type(params).__name__}")
+    if not isinstance(params, (tuple, list)) or not params or isinstance(params, _LAYER_TYPES):
+        raise TypeError(
+            f"params must be a non-empty tuple with one entry per layer (as RNN.init returns), got {type(params).__name__}"
+        )
     state = {}
     for layer, layer_params in enumerate(params):
         if isinstance(layer_params, BidirectionalParams):
@@ -99,5 +105,6 @@ def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
                     f"{type(cell_params).__name__}"
                 )
             for field in _FIELDS:
-                state[f"{field}_l{layer}{suffix}"] = np.asarray(getattr(cell_params, field))
+                # a writable copy: torch.from_numpy warns on the read-only views of JAX arrays
+                state[f"{field}_l{layer}{suffix}"] = np.array(getattr(cell_params, field))
     return state

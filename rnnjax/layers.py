@@ -41,6 +41,7 @@ def _as_layer(value: Any, *, reverse: bool = False):
 def dropout(key: jax.Array, xs: jax.Array, dropout_rate: float) -> jax.Array:
     """Inverted dropout: zeroes each element with probability `dropout_rate` and scales the rest by
     `1 / (1 - dropout_rate)`, so the expectation is unchanged and evaluation needs no rescaling."""
+    dropout_rate = _checks.check_rate("dropout_rate", dropout_rate)
     if dropout_rate == 0.0:
         return xs
     keep = jax.random.bernoulli(key, 1.0 - dropout_rate, xs.shape)
@@ -176,7 +177,9 @@ class Bidirectional:
             raise TypeError(f"Bidirectional expects BidirectionalParams, got {type(params).__name__}")
         if carry is None:
             carry = BidirectionalCarry(None, None)
-        elif not isinstance(carry, tuple) or len(carry) != 2:
+        elif not isinstance(carry, tuple) or len(carry) != 2 or (
+            type(carry) is not BidirectionalCarry and hasattr(carry, "_fields")  # e.g. an LSTMState by mistake
+        ):
             raise TypeError(f"Bidirectional carry must be BidirectionalCarry(forward, backward), got {type(carry).__name__}")
         forward_key, backward_key = (None, None) if key is None else jax.random.split(key)
         forward_ys, forward_carry = self.forward.apply(
@@ -238,11 +241,13 @@ class Stack:
         return tuple(layer.initial_carry(batch_shape, dtype) for layer in self.layers)
 
     def _check_per_layer(self, what: str, value: Any) -> tuple:
-        if not isinstance(value, (tuple, list)) or len(value) != len(self.layers):
-            got = f"{type(value).__name__} of length {len(value)}" if isinstance(value, (tuple, list)) else (
-                type(value).__name__
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"Stack expects {what} as a tuple with one entry per layer, got {type(value).__name__}")
+        if len(value) != len(self.layers):
+            raise ValueError(
+                f"Stack of {len(self.layers)} layers expects {what} as a tuple of {len(self.layers)}, got "
+                f"{type(value).__name__} of length {len(value)}"
             )
-            raise ValueError(f"Stack of {len(self.layers)} layers expects {what} as a tuple of {len(self.layers)}, got {got}")
         return tuple(value)
 
     def apply(self, params, xs, *, carry=None, lengths=None, time_major=False, key=None):
