@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compile_options import FAST_COMPILE
+from helpers import FAST_COMPILE
 
 from rnnjax import (
     MODES,
@@ -22,7 +22,6 @@ from rnnjax import (
 
 INPUT_SIZE, HIDDEN = 3, 4
 NUM_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-
 
 
 LSTM_L2_BI_KEYS = [

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compile_options import FAST_COMPILE
+from helpers import FAST_COMPILE, random_like, assert_trees_close, assert_trees_equal
 
 from rnnjax import (
     GRU,
@@ -42,8 +42,6 @@ CELLS = [LSTM(hidden_size=5), GRU(hidden_size=4), SimpleRNN(hidden_size=3, activ
 CELL_IDS = ["lstm", "gru", "rnn_relu"]
 
 
-
-
 @functools.partial(jax.jit, static_argnums=0, static_argnames="time_major", compiler_options=FAST_COMPILE)
 def run(layer, params, xs, carry=None, lengths=None, key=None, time_major=False):
     """`layer.apply` under `jit`, the layer spec static."""
@@ -66,29 +64,9 @@ def random_inputs(seed: int = 1, shape=(BATCH, TIME, INPUT_SIZE)) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def random_like(tree, seed: int):
-    """A pytree shaped like `tree` with non-zero leaves (a non-zero initial carry makes masking visible)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda leaf: (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32), tree)
-
-
 def take(tree, index):
     """Row `index` of every leaf (one sequence of a batched carry)."""
     return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
-def assert_trees_close(actual, expected):
-    """Same tree structure (named tuples included), same shapes, leaves equal within `TOLERANCE`."""
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert np.shape(a) == np.shape(e)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), **TOLERANCE)
-
-
-def assert_trees_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
 def max_difference(a, b) -> float:

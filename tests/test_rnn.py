@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compile_options import FAST_COMPILE
+from helpers import FAST_COMPILE, random_like, assert_trees_close, assert_trees_equal
 
 from rnnjax import (
     GRU,
@@ -48,8 +48,6 @@ NUMERIC_CONFIGS = [("lstm", 2, True), ("gru", 2, False)]
 NUMERIC_IDS = [f"{mode}-l{layers}-{'bi' if bi else 'uni'}" for mode, layers, bi in NUMERIC_CONFIGS]
 
 
-
-
 @functools.partial(jax.jit, static_argnums=0, static_argnames="time_major", compiler_options=FAST_COMPILE)
 def run(model, params, xs, carry=None, lengths=None, key=None, time_major=False):
     """`model.apply` under `jit`, the spec (an `RNN` or a layer) static."""
@@ -68,26 +66,8 @@ def random_inputs(seed: int = 1, shape=(BATCH, TIME, INPUT_SIZE)) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def random_like(tree, seed: int):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda leaf: (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32), tree)
-
-
 def model_of(mode, num_layers, bidirectional, **kwargs) -> RNN:
     return RNN(mode, INPUT_SIZE, HIDDEN, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
-
-
-def assert_trees_close(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert np.shape(a) == np.shape(e)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), **TOLERANCE)
-
-
-def assert_trees_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
 def h_of(state):

@@ -1,0 +1,41 @@
+"""Helpers shared by the test modules: fast XLA compile options for tiny programs, pytree comparisons, and
+random pytrees. (The tests directory is on `sys.path`, so `from helpers import ...` works in every test file.)"""
+
+import jax
+import numpy as np
+
+
+def fast_compile_options() -> dict:
+    """XLA options that compile these tiny programs ~4x faster (~0.07 s per LSTM scan instead of ~0.3 s on CPU,
+    ~10x for `jax.random`'s kernels): backend optimization level 0 and no fusion emitters. They change how the
+    code is generated, not what it computes. An XLA without these options gets the defaults."""
+    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options)(np.float32(0))
+    except jax.errors.JaxRuntimeError:
+        return {}
+    return options
+
+
+FAST_COMPILE = fast_compile_options()
+
+
+def assert_trees_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-6):
+    """Same tree structure (named tuples included), same shapes, leaves equal within the tolerances."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert np.shape(a) == np.shape(e)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol)
+
+
+def assert_trees_equal(actual, expected):
+    """Same tree structure and bit-identical leaves."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+def random_like(tree, seed: int):
+    """A float32 pytree shaped like `tree` with non-zero leaves (a non-zero initial carry makes masking visible)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda leaf: (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32), tree)
