@@ -76,7 +76,9 @@ def from_torch_state_dict(
                     "bias_hh": (rows,),
                 }[field]
                 if array.shape != expected:
-                    raise ValueError(f"state_dict[{key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}")
+                    raise ValueError(
+                        f"state_dict[{key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}"
+                    )
                 if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy alone calls bfloat16 non-floating
                     raise TypeError(f"state_dict[{key!r}] must be floating, got dtype {array.dtype}")
                 arrays.append(jnp.asarray(array))
@@ -90,7 +92,8 @@ def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
     """A PyTorch state dict (NumPy arrays, PyTorch's key names) from `RNN` params (or their gradients)."""
     if not isinstance(params, (tuple, list)) or not params or isinstance(params, _LAYER_TYPES):
         raise TypeError(
-            f"params must be a non-empty tuple with one entry per layer (as RNN.init returns), got {type(params).__name__}"
+            "params must be a non-empty tuple with one entry per layer (as RNN.init returns), got "
+            f"{type(params).__name__}"
         )
     state = {}
     for layer, layer_params in enumerate(params):

@@ -180,7 +180,9 @@ class Bidirectional:
         elif not isinstance(carry, tuple) or len(carry) != 2 or (
             type(carry) is not BidirectionalCarry and hasattr(carry, "_fields")  # e.g. an LSTMState by mistake
         ):
-            raise TypeError(f"Bidirectional carry must be BidirectionalCarry(forward, backward), got {type(carry).__name__}")
+            raise TypeError(
+                f"Bidirectional carry must be BidirectionalCarry(forward, backward), got {type(carry).__name__}"
+            )
         forward_key, backward_key = (None, None) if key is None else jax.random.split(key)
         forward_ys, forward_carry = self.forward.apply(
             params.forward, xs, carry=carry[0], lengths=lengths, time_major=time_major, key=forward_key
