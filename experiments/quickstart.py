@@ -9,7 +9,8 @@ marked values across the sequence scores far below it.
     python -m experiments.quickstart --mode gru --time 100 --steps 1500 --seed 1
 
 Prints its full config, the loss every `log_every` steps and a final test MSE; bit-for-bit repeatable per seed on
-CPU. Training: optax Adam behind `clip_by_global_norm`, the whole train step under `jit`.
+CPU. Training goes through rnnjax's engine (`rnnjax.fit`): Adam behind `clip_by_global_norm`, the whole train step
+under `jit`, a run directory with metrics, plots and a final checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import rnnjax
 
@@ -41,6 +41,9 @@ class Config:
     test_size: int = 1024  # held-out sequences for the final MSE
     log_every: int = 100  # steps between printed losses
     seed: int = 0  # PRNG seed: same seed, same numbers
+    run_dir: str = "runs/quickstart"  # config.json, metrics.jsonl, summary.json, plots/, checkpoints/
+    resume: bool = False  # continue the run in run_dir from its newest checkpoint instead of starting over
+    quiet: bool = False  # no progress bar, no plots
 
 
 def adding_problem(key: jax.Array, batch_size: int, time: int) -> tuple[jax.Array, jax.Array]:
@@ -76,35 +79,44 @@ def make_model(config: Config):
 
 
 def run(config: Config, print_fn=print) -> dict:
-    """Trains and evaluates; returns the summary (also printed)."""
+    """Trains through the engine (`rnnjax.fit`) and evaluates; returns the summary (also printed)."""
     init, predict = make_model(config)
-    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
-    init_key, data_key, test_key = jax.random.split(jax.random.key(config.seed), 3)
-    params = init(init_key)
-    opt_state = optimizer.init(params)
+    optimizer = rnnjax.make_optimizer(rnnjax.OptimizerConfig(
+        optimizer="adam", learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm))
+    init_key, data_key, test_key, state_key = jax.random.split(jax.random.key(config.seed), 4)
+    state = rnnjax.create_train_state(init(init_key), optimizer, state_key)
 
-    def mse(params, xs, targets):
-        return jnp.mean((predict(params, xs) - targets) ** 2)
+    def loss_fn(params, carry, batch, key):
+        del key  # no dropout
+        predictions = predict(params, batch["xs"])
+        return rnnjax.mean_squared_error(predictions, batch["targets"]), (carry, {})
 
-    @jax.jit
-    def train_step(params, opt_state, key):
-        xs, targets = adding_problem(key, config.batch_size, config.time)
-        loss, grads = jax.value_and_grad(mse)(params, xs, targets)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+    make_batch = jax.jit(lambda index: dict(zip(("xs", "targets"), adding_problem(
+        jax.random.fold_in(data_key, index), config.batch_size, config.time))))
 
+    def train_batches(epoch):  # one epoch of `steps` fresh batches, a pure function of (seed, step)
+        return (make_batch(epoch * config.steps + index) for index in range(config.steps))
+
+    test_xs, test_targets = adding_problem(test_key, config.test_size, config.time)
+
+    def evaluate(params):
+        return {"mse": jax.jit(lambda p: rnnjax.mean_squared_error(predict(p, test_xs), test_targets))(params)}
+
+    trainer = rnnjax.TrainerConfig(run_dir=config.run_dir, num_epochs=1, log_every=config.log_every,
+                                   checkpoint_every=config.steps, quiet=config.quiet, plots=not config.quiet)
     start = time.perf_counter()
-    for step, key in enumerate(jax.random.split(data_key, config.steps), start=1):
-        params, opt_state, loss, grad_norm = train_step(params, opt_state, key)
-        if step % config.log_every == 0 or step == config.steps:
-            print_fn(f"step {step:5d}  loss {float(loss):.5f}  grad_norm {float(grad_norm):.3f}  "
-                     f"({time.perf_counter() - start:.1f}s)")
-    test_mse = float(jax.jit(mse)(params, *adding_problem(test_key, config.test_size, config.time)))
+    state, run_summary = rnnjax.fit(trainer, state, rnnjax.train_step_fn(loss_fn, optimizer), train_batches,
+                                    evaluate=evaluate, run_config=dataclasses.asdict(config),
+                                    tokens_per_batch=config.batch_size * config.time, resume=config.resume,
+                                    steps_per_epoch=config.steps)
+    test_mse = run_summary["valid"]["mse"]
     summary = {
         "test_mse": test_mse,
         "trivial_mse": TRIVIAL_MSE,
         "solved": test_mse < 0.1 * TRIVIAL_MSE,
+        "steps": run_summary["steps"],
         "seconds": round(time.perf_counter() - start, 1),
+        "run_dir": config.run_dir,
     }
     print_fn(json.dumps(summary))
     return summary
@@ -114,7 +126,11 @@ def parse_config(argv=None) -> Config:
     """A `Config` from `--field value` flags; unknown flags are rejected."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     for field in dataclasses.fields(Config):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default)
     config = Config(**vars(parser.parse_args(argv)))
     rnnjax.RNN(config.mode, 2, config.hidden_size, config.num_layers)  # validates mode and sizes with clear errors
     return config

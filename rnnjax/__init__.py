@@ -20,14 +20,43 @@ from rnnjax.layers import BidirectionalParams
 from rnnjax.layers import Recurrent
 from rnnjax.layers import Stack
 from rnnjax.layers import dropout
+from rnnjax.losses import accuracy
+from rnnjax.losses import cross_entropy
+from rnnjax.losses import masked_mean
+from rnnjax.losses import mean_absolute_error
+from rnnjax.losses import mean_squared_error
 from rnnjax.rnn import MODES
 from rnnjax.rnn import RNN
 from rnnjax.rnn import make_cell
 from rnnjax.time_loop import unroll
+from rnnjax.checkpoint import CheckpointError
+from rnnjax.checkpoint import CheckpointManager
+from rnnjax.checkpoint import load_checkpoint
+from rnnjax.checkpoint import save_checkpoint
+from rnnjax.optim import OptimizerConfig
+from rnnjax.optim import global_norm
+from rnnjax.optim import make_optimizer
+from rnnjax.optim import make_schedule
+from rnnjax.parallel import data_mesh
+from rnnjax.parallel import replicate
+from rnnjax.parallel import shard_batch
+from rnnjax.trainer import NonFiniteError
+from rnnjax.trainer import TrainerConfig
+from rnnjax.trainer import fit
+from rnnjax.training import TrainState
+from rnnjax.training import create_train_state
+from rnnjax.training import make_eval_step
+from rnnjax.training import make_train_step
+from rnnjax.training import train_step_fn
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bidirectional",
+    "BidirectionalCarry",
+    "BidirectionalParams",
+    "CheckpointError",
+    "CheckpointManager",
     "GRU",
     "GRUParams",
     "INITIALIZERS",
@@ -36,17 +65,36 @@ __all__ = [
     "LSTMState",
     "MERGES",
     "MODES",
+    "NonFiniteError",
+    "OptimizerConfig",
     "RNN",
-    "Bidirectional",
-    "BidirectionalCarry",
-    "BidirectionalParams",
     "Recurrent",
     "SimpleRNN",
     "SimpleRNNParams",
     "Stack",
+    "TrainState",
+    "TrainerConfig",
+    "accuracy",
+    "create_train_state",
+    "cross_entropy",
+    "data_mesh",
     "dropout",
+    "fit",
     "from_torch_state_dict",
+    "global_norm",
+    "load_checkpoint",
     "make_cell",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "masked_mean",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "replicate",
+    "save_checkpoint",
+    "shard_batch",
     "to_torch_state_dict",
+    "train_step_fn",
     "unroll",
 ]

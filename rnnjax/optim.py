@@ -88,7 +88,7 @@ class OptimizerConfig:
     max_grad_norm: float = 5.0  # global-norm clip, always applied first (Zaremba et al. 2014 use 5)
     schedule: str = "constant"  # "constant" | "step_decay" | "cosine"
     steps_per_epoch: int | None = None  # step_decay: updates per epoch, so epoch = step // steps_per_epoch
-    decay_start_epoch: int = 1  # step_decay: the rate is multiplied by decay_factor from this 1-based epoch on
+    decay_start_epoch: int = 1  # step_decay: epochs at the full rate; each later epoch multiplies by decay_factor
     decay_factor: float = 0.5  # step_decay: factor per epoch once decay has started, in (0, 1]
     warmup_steps: int = 0  # cosine: linear warmup from 0 to learning_rate over this many steps
     total_steps: int | None = None  # cosine: step at which the rate reaches final_learning_rate (> warmup_steps)
@@ -136,8 +136,7 @@ class OptimizerConfig:
             )
         if self.nesterov and self.momentum is None:
             raise ValueError(
-                f"nesterov=True needs optimizer='sgd' with a momentum, got optimizer={self.optimizer!r}, "
-                f"momentum=None"
+                f"nesterov=True needs optimizer='sgd' with a momentum, got optimizer={self.optimizer!r}, momentum=None"
             )
         if self.weight_decay < 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -260,4 +259,3 @@ def global_norm(tree: Any) -> Array:
     13.0
     """
     return optax.tree.norm(tree)
-

@@ -17,9 +17,9 @@ def test_adding_problem_marks_one_step_in_each_half():
     np.testing.assert_allclose(targets, jnp.sum(xs[..., 0] * markers, axis=1))
 
 
-def test_runs_are_bit_for_bit_repeatable_and_print_the_config(capsys):
+def test_runs_are_bit_for_bit_repeatable_and_print_the_config(capsys, tmp_path):
     argv = ["--steps", "3", "--time", "6", "--hidden-size", "4", "--batch-size", "2", "--test-size", "4",
-            "--log-every", "1", "--mode", "gru"]
+            "--log-every", "1", "--mode", "gru", "--quiet", "--run-dir", str(tmp_path / "run")]
     first = quickstart.main(argv)
     output = capsys.readouterr().out
     assert '"mode": "gru"' in output and '"seed": 0' in output
@@ -27,6 +27,7 @@ def test_runs_are_bit_for_bit_repeatable_and_print_the_config(capsys):
     assert first["test_mse"] == second["test_mse"]
     third = quickstart.main(argv + ["--seed", "1"])
     assert third["test_mse"] != first["test_mse"]
+    assert first["steps"] == 3 and (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_rejects_unknown_flags_and_modes():
