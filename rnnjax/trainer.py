@@ -113,7 +113,8 @@ def _plot(run_dir: pathlib.Path) -> list[pathlib.Path]:
     from matplotlib import pyplot
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    names = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))} - {"step", "epoch"})
+    numeric = {k for r in records for k, v in r.items() if isinstance(v, (int, float))}
+    names = sorted(numeric - {"step", "epoch", "skipped", "steps_per_second", "perplexity", "bits_per_token"})
     written = []
     (run_dir / "plots").mkdir(exist_ok=True)
     for name in names:
