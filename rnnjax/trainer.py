@@ -213,6 +213,17 @@ def fit(
         manager.save(host_step, _local_copy(state), {"epoch": epoch, "batch_index": batch_index,
                                                      "config": full_config})
 
+    def stop_if_too_many_bad_steps() -> None:
+        # Read at log intervals only (a per-step read would sync the host every step); skipped steps change
+        # nothing, so stopping up to log_every steps late loses nothing.
+        bad = int(state.bad_steps)
+        if bad >= config.max_bad_steps:
+            raise NonFiniteError(
+                f"{bad} consecutive steps had a non-finite loss or gradient (limit max_bad_steps="
+                f"{config.max_bad_steps}) at step {host_step}; the last checkpoint in "
+                f"{run_dir / 'checkpoints'} holds the last good parameters"
+            )
+
     state = _distinct_buffers(state)
     host_step = int(state.step)
     progress = None
@@ -245,13 +256,7 @@ def fit(
                                        tokens_per_batch, progress, config.perplexity)
                     sums = _distinct_buffers(zeros_like_metrics(metric_names))
                     interval_start, interval_steps = time.perf_counter(), 0
-                    bad = int(state.bad_steps)
-                    if bad >= config.max_bad_steps:
-                        raise NonFiniteError(
-                            f"{bad} consecutive steps had a non-finite loss or gradient (limit max_bad_steps="
-                            f"{config.max_bad_steps}) at step {host_step}; the last checkpoint in "
-                            f"{run_dir / 'checkpoints'} holds the last good parameters"
-                        )
+                    stop_if_too_many_bad_steps()
                 if host_step % config.checkpoint_every == 0:
                     save(epoch, batch_index + 1)
             if interval_steps:
@@ -259,6 +264,7 @@ def fit(
                                    tokens_per_batch, progress, config.perplexity)
                 sums = _distinct_buffers(zeros_like_metrics(metric_names))
                 interval_start, interval_steps = time.perf_counter(), 0
+                stop_if_too_many_bad_steps()
             if evaluate is not None:
                 last_valid = {name: float(value) for name, value in evaluate(state.params).items()}
                 _json_line(metrics_path, {"split": "valid", "step": host_step, "epoch": epoch, **last_valid})
