@@ -29,6 +29,16 @@ from rnnjax.rnn import MODES
 from rnnjax.rnn import RNN
 from rnnjax.rnn import make_cell
 from rnnjax.time_loop import unroll
+from rnnjax.language_model import LanguageModel
+from rnnjax.language_model import sample
+from rnnjax.language_model import zaremba_loss
+from rnnjax.text import CharTokenizer
+from rnnjax.text import Vocabulary
+from rnnjax.text import WordTokenizer
+from rnnjax.text import batchify
+from rnnjax.text import num_windows
+from rnnjax.text import read_text
+from rnnjax.text import stream_windows
 from rnnjax.checkpoint import CheckpointError
 from rnnjax.checkpoint import CheckpointManager
 from rnnjax.checkpoint import load_checkpoint
@@ -55,6 +65,7 @@ __all__ = [
     "Bidirectional",
     "BidirectionalCarry",
     "BidirectionalParams",
+    "CharTokenizer",
     "CheckpointError",
     "CheckpointManager",
     "GRU",
@@ -63,6 +74,7 @@ __all__ = [
     "LSTM",
     "LSTMParams",
     "LSTMState",
+    "LanguageModel",
     "MERGES",
     "MODES",
     "NonFiniteError",
@@ -74,7 +86,10 @@ __all__ = [
     "Stack",
     "TrainState",
     "TrainerConfig",
+    "Vocabulary",
+    "WordTokenizer",
     "accuracy",
+    "batchify",
     "create_train_state",
     "cross_entropy",
     "data_mesh",
@@ -91,10 +106,15 @@ __all__ = [
     "masked_mean",
     "mean_absolute_error",
     "mean_squared_error",
+    "num_windows",
+    "read_text",
     "replicate",
+    "sample",
     "save_checkpoint",
     "shard_batch",
+    "stream_windows",
     "to_torch_state_dict",
     "train_step_fn",
     "unroll",
+    "zaremba_loss",
 ]
