@@ -29,6 +29,12 @@ from rnnjax.rnn import MODES
 from rnnjax.rnn import RNN
 from rnnjax.rnn import make_cell
 from rnnjax.time_loop import unroll
+from rnnjax.corpora import CORPORA
+from rnnjax.corpora import CorpusText
+from rnnjax.corpora import DownloadError
+from rnnjax.corpora import cache_dir
+from rnnjax.corpora import download
+from rnnjax.corpora import load_corpus
 from rnnjax.language_model import LanguageModel
 from rnnjax.language_model import sample
 from rnnjax.language_model import zaremba_loss
@@ -65,9 +71,12 @@ __all__ = [
     "Bidirectional",
     "BidirectionalCarry",
     "BidirectionalParams",
+    "CORPORA",
     "CharTokenizer",
     "CheckpointError",
     "CheckpointManager",
+    "CorpusText",
+    "DownloadError",
     "GRU",
     "GRUParams",
     "INITIALIZERS",
@@ -90,14 +99,17 @@ __all__ = [
     "WordTokenizer",
     "accuracy",
     "batchify",
+    "cache_dir",
     "create_train_state",
     "cross_entropy",
     "data_mesh",
+    "download",
     "dropout",
     "fit",
     "from_torch_state_dict",
     "global_norm",
     "load_checkpoint",
+    "load_corpus",
     "make_cell",
     "make_eval_step",
     "make_optimizer",

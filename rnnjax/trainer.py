@@ -46,7 +46,7 @@ class TrainerConfig:
     max_bad_steps: int = 10  # consecutive non-finite steps that stop the run (checked at each log interval)
     quiet: bool = False  # no progress bar and no printed lines (metrics files are still written)
     plots: bool = True  # draw PNG curves at the end (matplotlib)
-    perplexity: bool = False  # also log exp(loss) and loss / ln 2 (bits per token): for cross-entropy losses
+    perplexity: bool = False  # also log exp(token loss) and token loss / ln 2 (bits per token): cross-entropy losses
 
     def __post_init__(self):
         if not isinstance(self.run_dir, (str, pathlib.Path)) or not str(self.run_dir):
@@ -295,9 +295,11 @@ def _log(path, sums, step, epoch, interval_start, interval_steps, tokens_per_bat
     record = {"split": "train", "step": step, "epoch": epoch, **means, "steps_per_second": interval_steps / seconds}
     if tokens_per_batch:
         record["tokens_per_second"] = tokens_per_batch * interval_steps / seconds
-    if perplexity and "loss" in means and math.isfinite(means["loss"]):
-        record["perplexity"] = math.exp(min(means["loss"], 700.0))
-        record["bits_per_token"] = means["loss"] / math.log(2)
+    # A loss scaled for the optimizer (Zaremba's sum over steps) reports its per-token mean as "token_loss".
+    token_loss = means.get("token_loss", means.get("loss"))
+    if perplexity and token_loss is not None and math.isfinite(token_loss):
+        record["perplexity"] = math.exp(min(token_loss, 700.0))
+        record["bits_per_token"] = token_loss / math.log(2)
     _json_line(path, record)
     if progress is not None:
         postfix = {"loss": f"{means.get('loss', float('nan')):.4f}"}

@@ -1,0 +1,239 @@
+"""Corpora: verified atomic downloads over `file://` and a real local HTTP server (nothing left behind on a bad
+checksum, no request when the cache is good), the registry's checksums and split sizes against the real files in
+shared/data, the embedded pydoc corpus, and a clear error for every way a file can be wrong."""
+
+import dataclasses
+import hashlib
+import http.server
+import pathlib
+import platform
+import re
+import threading
+
+import pytest
+
+from rnnjax import corpora
+from rnnjax.corpora import Corpus, CorpusFile, DownloadError, cache_dir, download, load_corpus
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+FIXTURE = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 50
+FIXTURE_SHA = hashlib.sha256(FIXTURE.encode()).hexdigest()
+WRONG_SHA = "0" * 64
+
+
+def shared(name: str) -> pathlib.Path:
+    """A corpus folder of shared/data, or a skip when this checkout has no shared data next to it."""
+    if not (DATA / name).is_dir():
+        pytest.skip(f"no shared data at {DATA / name}")
+    return DATA / name
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1 (any free port) serving `files` by path and counting each request's path."""
+    files, requests = {"/fixture.txt": FIXTURE.encode()}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the method name http.server dispatches GET to
+            requests.append(self.path)
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", files, requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def one_file_corpus(name: str, url: str, sha256: str, split=(90, 10)) -> Corpus:
+    return Corpus(name=name, files=(CorpusFile("input.txt", url, sha256),), citation="@misc{test}", split=split)
+
+
+# -- download -------------------------------------------------------------------------------------------------------
+def test_download_file_url_is_verified_and_leaves_no_temp_file(tmp_path):
+    source = tmp_path / "source" / "fixture.txt"
+    source.parent.mkdir()
+    source.write_text(FIXTURE)
+    destination = tmp_path / "cache" / "sub" / "fixture.txt"  # missing parents are created
+    assert download(source.as_uri(), FIXTURE_SHA, destination) == destination
+    assert destination.read_text() == FIXTURE
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["fixture.txt"]
+
+
+def test_download_http(tmp_path, server):
+    base, _, requests = server
+    destination = download(f"{base}/fixture.txt", FIXTURE_SHA, tmp_path / "fixture.txt")
+    assert destination.read_text() == FIXTURE
+    assert requests == ["/fixture.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["fixture.txt"]
+
+
+def test_download_checksum_mismatch_leaves_nothing(tmp_path, server):
+    base, _, _ = server
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=re.escape(f"checksum mismatch for {base}/fixture.txt: expected sha256 "
+                                                   f"{WRONG_SHA}, got {FIXTURE_SHA}")):
+        download(f"{base}/fixture.txt", WRONG_SHA, cache / "fixture.txt")
+    assert list(cache.iterdir()) == []  # neither the temporary nor the final file
+
+
+def test_download_existing_good_file_is_not_fetched(tmp_path, server):
+    base, _, requests = server
+    destination = tmp_path / "fixture.txt"
+    destination.write_text(FIXTURE)
+    before = destination.stat().st_mtime_ns
+    download(f"{base}/fixture.txt", FIXTURE_SHA, destination)
+    assert requests == []
+    assert destination.stat().st_mtime_ns == before
+
+
+def test_download_existing_wrong_file_is_replaced_atomically(tmp_path, server):
+    base, files, requests = server
+    destination = tmp_path / "fixture.txt"
+    destination.write_text("truncated")
+    files["/broken.txt"] = b"also wrong"
+    again = pytest.warns(RuntimeWarning, match="downloading it again")
+    with again, pytest.raises(ValueError, match="checksum mismatch"):
+        download(f"{base}/broken.txt", FIXTURE_SHA, destination)
+    assert destination.read_text() == "truncated"  # a failed download never touches the existing file
+    with pytest.warns(RuntimeWarning, match=f"has sha256 {hashlib.sha256(b'truncated').hexdigest()}"):
+        download(f"{base}/fixture.txt", FIXTURE_SHA, destination)
+    assert destination.read_text() == FIXTURE
+    assert requests == ["/broken.txt", "/fixture.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["fixture.txt"]
+
+
+def test_download_network_errors_name_the_url(tmp_path, server):
+    base, _, _ = server
+    message = re.escape(f"could not download {base}/missing.txt: HTTP 404") + ".*--data-dir"
+    with pytest.raises(DownloadError, match=message):
+        download(f"{base}/missing.txt", FIXTURE_SHA, tmp_path / "a.txt")
+    missing = (tmp_path / "nowhere.txt").as_uri()
+    with pytest.raises(DownloadError, match=re.escape(f"could not download {missing}") + ".*--data-dir"):
+        download(missing, FIXTURE_SHA, tmp_path / "b.txt")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="sha256 must be 64 lowercase hex digits, got 'abc'"):
+        download(f"{base}/fixture.txt", "abc", tmp_path / "c.txt")
+
+
+def test_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNJAX_DATA", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("RNNJAX_DATA")
+    assert cache_dir() == pathlib.Path.home() / ".cache" / "rnnjax"
+
+
+# -- the real corpora -----------------------------------------------------------------------------------------------
+def test_ptb_from_data_dir_has_the_published_sizes():
+    text = load_corpus("ptb", data_dir=shared("ptb"))
+    # (sentences, words before <eos>, characters); words + sentences = the 929,589 / 73,760 / 82,430 tokens incl.
+    # <eos> that SOURCES.md and the PTB literature give.
+    sizes = {"train": (42068, 887521, 5101618), "valid": (3370, 70390, 399782), "test": (3761, 78669, 449945)}
+    for split, (lines, words, chars) in sizes.items():
+        split_text = getattr(text, split)
+        assert (split_text.count("\n"), len(split_text.split()), len(split_text)) == (lines, words, chars), split
+    assert len(set(text.train.split()) | {"<eos>"}) == 10000  # the standard 10k vocabulary
+    assert [f["sha256"] for f in text.record["files"]] == [f.sha256 for f in corpora.CORPORA["ptb"].files]
+    assert text.record["characters"] == {"train": 5101618, "valid": 399782, "test": 449945}
+
+
+def test_tinyshakespeare_from_data_dir_splits_90_10():
+    directory = shared("tinyshakespeare")
+    full = (directory / "input.txt").read_text(encoding="utf-8")
+    text = load_corpus("tinyshakespeare", data_dir=directory)
+    assert len(full) == 1115394
+    assert (len(text.train), len(text.valid)) == (1003854, 111540) == (int(len(full) * 0.9), len(full) - 1003854)
+    assert text.train + text.valid == full
+    assert text.test == text.valid  # nanoGPT's convention: no separate test set
+    assert text.record["split"] == [90, 10]
+
+
+def test_load_corpus_downloads_into_the_cache(monkeypatch, tmp_path):
+    """The real tinyshakespeare entry with only its URL swapped for a file:// copy: downloads into
+    $RNNJAX_DATA/tinyshakespeare/, then loads from there without the source."""
+    source = tmp_path / "source.txt"
+    source.write_text(FIXTURE)
+    corpus = one_file_corpus("tinyshakespeare", source.as_uri(), FIXTURE_SHA)
+    if DATA.is_dir():  # the registry's own hash, so a typo in it fails here too
+        source.write_bytes((shared("tinyshakespeare") / "input.txt").read_bytes())
+        real = corpora.CORPORA["tinyshakespeare"]
+        corpus = dataclasses.replace(real, files=(dataclasses.replace(real.files[0], url=source.as_uri()),))
+    monkeypatch.setitem(corpora.CORPORA, "tinyshakespeare", corpus)
+    monkeypatch.setenv("RNNJAX_DATA", str(tmp_path / "cache"))
+    text = load_corpus("tinyshakespeare")
+    cached = tmp_path / "cache" / "tinyshakespeare" / "input.txt"
+    assert [p.name for p in cached.parent.iterdir()] == ["input.txt"]
+    assert cached.read_bytes() == source.read_bytes()
+    assert text.train + text.valid == source.read_text()
+    source.unlink()  # the second load must come from the cache
+    assert load_corpus("tinyshakespeare") == text
+    assert text.record["files"] == [{"name": "input.txt", "url": source.as_uri(), "sha256": corpus.files[0].sha256}]
+
+
+def test_pydoc_corpus_is_embedded_deterministic_and_recorded(monkeypatch, tmp_path):
+    from pydoc_data.topics import topics
+
+    monkeypatch.setenv("RNNJAX_DATA", str(tmp_path))  # proves nothing is downloaded or cached
+    first, second = load_corpus("pydoc"), load_corpus("pydoc")
+    assert first == second
+    full = "\n\n".join(topics[key].rstrip() for key in sorted(topics)) + "\n"
+    assert first.train + first.valid + first.test == full
+    n = len(full)
+    assert (len(first.train), len(first.valid)) == (n * 90 // 100, n * 95 // 100 - n * 90 // 100)
+    assert len(first.test) > 0 and "The \"if\" statement" in full
+    assert first.record["sha256"] == hashlib.sha256(full.encode("utf-8")).hexdigest()
+    assert first.record["python_version"] == platform.python_version()
+    assert first.record["split"] == [90, 5, 5] and "Python Software Foundation" in first.record["citation"]
+    assert list(tmp_path.iterdir()) == []
+    assert load_corpus("pydoc", data_dir=tmp_path / "ignored") == first
+
+
+# -- errors ---------------------------------------------------------------------------------------------------------
+def test_unknown_corpus():
+    with pytest.raises(ValueError, match="unknown corpus 'wikitext'; known corpora: ptb, pydoc, tinyshakespeare"):
+        load_corpus("wikitext")
+
+
+def test_missing_file_in_data_dir(tmp_path):
+    message = (f"{tmp_path / 'ptb.train.txt'} does not exist: corpus 'ptb' expects the files "
+               "ptb.train.txt, ptb.valid.txt, ptb.test.txt")
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        load_corpus("ptb", data_dir=tmp_path)
+
+
+def test_wrong_checksum_in_data_dir(tmp_path):
+    (tmp_path / "ptb.train.txt").write_text(" a different corpus \n")
+    actual = hashlib.sha256(b" a different corpus \n").hexdigest()
+    expected = corpora.CORPORA["ptb"].files[0].sha256
+    with pytest.raises(ValueError, match=f"ptb.train.txt has sha256 {actual}, expected {expected}"):
+        load_corpus("ptb", data_dir=tmp_path)
+    assert (tmp_path / "ptb.train.txt").read_text() == " a different corpus \n"  # a user's file is never replaced
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "input.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"input.txt is empty \(0 bytes\)"):
+        load_corpus("tinyshakespeare", data_dir=tmp_path)
+
+
+def test_non_utf8_file(monkeypatch, tmp_path):
+    data = "caf\u00e9 au lait".encode("latin-1")  # the é is the single byte 0xe9 at offset 3
+    (tmp_path / "input.txt").write_bytes(data)
+    bad = one_file_corpus("latin1", "file:///unused", hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(corpora.CORPORA, "latin1", bad)
+    with pytest.raises(ValueError, match=r"input.txt is not valid UTF-8: .* at byte offset 3 \(bytes b'\\xe9'\)"):
+        load_corpus("latin1", data_dir=tmp_path)
