@@ -1,6 +1,6 @@
 """Language modeling, char and word level: train, evaluate with carried state, and sample.
 
-    python -m experiments.language_modeling                         # char LM on the embedded pydoc corpus, ~3 min
+    python -m experiments.language_modeling                         # char LM on the embedded pydoc corpus, ~3 min on 2 cores
     python -m experiments.language_modeling --preset zaremba-small --data-dir ../shared/data/ptb
     python -m experiments.language_modeling --preset char-shakespeare --data-dir ../shared/data/tinyshakespeare
     python -m experiments.language_modeling sample --run runs/lm --prime "The " --length 200 --temperature 0.8
@@ -45,7 +45,7 @@ class Config:
     init_scale: float = 0.1  # every weight U(-init_scale, init_scale)
     batch_size: int = 32  # stream rows
     num_steps: int = 64  # truncated-BPTT window
-    epochs: int = 3  # passes over the training stream
+    epochs: int = 2  # passes over the training stream
     max_steps_per_epoch: int = 0  # cap on windows per epoch (0: the whole stream)
     optimizer: str = "adam"  # "sgd" | "adam" | "adamw"
     learning_rate: float = 2e-3  # peak learning rate
