@@ -1,6 +1,6 @@
 """Language modeling, char and word level: train, evaluate with carried state, and sample.
 
-    python -m experiments.language_modeling                         # char LM on the embedded pydoc corpus, ~3 min on 2 cores
+    python -m experiments.language_modeling                         # char LM, embedded pydoc corpus, ~3 min
     python -m experiments.language_modeling --preset zaremba-small --data-dir ../shared/data/ptb
     python -m experiments.language_modeling --preset char-shakespeare --data-dir ../shared/data/tinyshakespeare
     python -m experiments.language_modeling sample --run runs/lm --prime "The " --length 200 --temperature 0.8
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -123,20 +124,27 @@ def make_loss_fn(model: rnnjax.LanguageModel, sum_over_steps: bool):
 def evaluate_stream(model, params, ids: np.ndarray, batch_size: int, num_steps: int) -> dict:
     """Mean token cross-entropy over the stream with state carried across windows (exact for any window size)."""
     data = rnnjax.batchify(ids, batch_size)
-    step = jax.jit(lambda params, carry, inputs, targets: _eval_window(model, params, carry, inputs, targets))
     carry = model.initial_carry(batch_size)
     total, count = 0.0, 0
     for inputs, targets in rnnjax.stream_windows(data, num_steps):
-        carry, loss_sum = step(params, carry, inputs, targets)
+        carry, loss_sum = _eval_window(model, params, carry, inputs, targets)
         total += float(loss_sum)
         count += targets.size
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2)}
 
 
+@functools.partial(jax.jit, static_argnums=0)  # module level: one compile per model and shape, not per evaluation
 def _eval_window(model, params, carry, inputs, targets):
     logits, carry = model.apply(params, inputs, carry)
     return carry, rnnjax.cross_entropy(logits, targets) * targets.size
+
+
+def make_optimizer(config: Config, steps_per_epoch: int):
+    return rnnjax.make_optimizer(rnnjax.OptimizerConfig(
+        optimizer=config.optimizer, learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm,
+        schedule=config.schedule, decay_start_epoch=config.decay_start_epoch, decay_factor=config.decay_factor,
+        steps_per_epoch=max(1, steps_per_epoch)))
 
 
 def train(config: Config) -> dict:
@@ -145,15 +153,12 @@ def train(config: Config) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     vocabulary.save(run_dir / "vocabulary.json")
     model = make_model(config, len(vocabulary))
-    optimizer = rnnjax.make_optimizer(rnnjax.OptimizerConfig(
-        optimizer=config.optimizer, learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm,
-        schedule=config.schedule, decay_start_epoch=config.decay_start_epoch, decay_factor=config.decay_factor,
-        steps_per_epoch=max(1, _steps_per_epoch(config, streams["train"]))))
+    steps_per_epoch = _steps_per_epoch(config, streams["train"])
+    optimizer = make_optimizer(config, steps_per_epoch)
     init_key, state_key = jax.random.split(jax.random.key(config.seed))
     state = rnnjax.create_train_state(model.init(init_key), optimizer, state_key,
                                       carry=model.initial_carry(config.batch_size))
     train_data = rnnjax.batchify(streams["train"], config.batch_size)
-    steps_per_epoch = _steps_per_epoch(config, streams["train"])
 
     def train_batches(epoch):
         del epoch  # the stream is read in order every epoch, as in Zaremba et al.
@@ -214,9 +219,11 @@ def generate(model, params, vocabulary, tokenizer, prime: str, length: int, temp
     if not tokens:
         raise ValueError("prime text is empty; give at least one token")
     ids = jnp.asarray(vocabulary.encode(tokens))
-    sampled = jax.jit(rnnjax.sample, static_argnums=(0, 4, 5, 6))(model, params, jax.random.key(seed), ids, length,
-                                                               temperature, top_k)
+    sampled = _sample(model, params, jax.random.key(seed), ids, length, temperature, top_k)
     return tokenizer.detokenize(tokens + vocabulary.decode(np.asarray(sampled)))
+
+
+_sample = jax.jit(rnnjax.sample, static_argnums=(0, 4, 5, 6))
 
 
 def sample_command(argv) -> str:
@@ -246,10 +253,7 @@ def sample_command(argv) -> str:
 
 
 def _state_template(model, params, config: Config):
-    optimizer = rnnjax.make_optimizer(rnnjax.OptimizerConfig(
-        optimizer=config.optimizer, learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm,
-        schedule=config.schedule, decay_start_epoch=config.decay_start_epoch, decay_factor=config.decay_factor,
-        steps_per_epoch=1))
+    optimizer = make_optimizer(config, 1)  # the schedule does not change the state's tree
     return rnnjax.create_train_state(params, optimizer, jax.random.key(0), carry=model.initial_carry(config.batch_size))
 
 

@@ -18,13 +18,22 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Returns `value` if it is an int >= 1 (bools are rejected: `True` is not a size)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # `True` is not a size or a count
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns `value` if it is an int >= 1 (bools are rejected)."""
+    return _check_int(name, value, 1)
+
+
+def check_nonnegative_int(name: str, value: Any) -> int:
+    """Returns `value` if it is an int >= 0 (bools are rejected)."""
+    return _check_int(name, value, 0)
 
 
 def check_rate(name: str, value: Any) -> float:
@@ -43,6 +52,14 @@ def check_finite_float(name: str, value: Any) -> float:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Returns `value` as a float if it is finite and > 0."""
+    value = check_finite_float(name, value)
+    if value <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
 
 
 def check_floating_array(name: str, value: Any) -> jax.Array:

@@ -54,8 +54,8 @@ class LanguageModel:
             raise ValueError(
                 f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and {self.hidden_size}"
             )
-        if self.init_scale is not None and _checks.check_finite_float("init_scale", self.init_scale) <= 0:
-            raise ValueError(f"init_scale must be > 0 or None, got {self.init_scale}")
+        if self.init_scale is not None:
+            _checks.check_positive_float("init_scale", self.init_scale)
 
     @property
     def stack(self) -> Stack:
@@ -132,8 +132,7 @@ def sample(model: LanguageModel, params: dict, key: jax.Array, prime: jax.Array,
     length = _checks.check_positive_int("length", length)
     if top_k is not None:
         _checks.check_positive_int("top_k", top_k)
-    if _checks.check_finite_float("temperature", temperature) <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _checks.check_positive_float("temperature", temperature)
     if prime.ndim != 1 or prime.shape[0] < 1:
         raise ValueError(f"prime must be a non-empty 1-D array of token ids, got shape {tuple(prime.shape)}")
     logits, carry = model.apply(params, prime[None, :], model.initial_carry(1))

@@ -28,23 +28,6 @@ from rnnjax import _checks
 Array = jax.Array
 
 
-def _check_nonnegative_int(name: str, value: Any) -> int:
-    """Returns `value` if it is an int >= 0 (bools are rejected: `True` is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
-
-
-def _check_positive_float(name: str, value: Any) -> float:
-    """Returns `value` as a float if it is finite and > 0."""
-    value = _checks.check_finite_float(name, value)
-    if value <= 0.0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """What the training engine optimizes with. Every field has a default; invalid combinations raise here.
@@ -102,9 +85,9 @@ class OptimizerConfig:
         _checks.check_choice("schedule", self.schedule, self.SCHEDULES)
         # Numbers are stored as plain Python floats/ints, so equal configs hash equal and serialize to JSON.
         floats = {
-            "learning_rate": _check_positive_float("learning_rate", self.learning_rate),
-            "max_grad_norm": _check_positive_float("max_grad_norm", self.max_grad_norm),
-            "eps": _check_positive_float("eps", self.eps),
+            "learning_rate": _checks.check_positive_float("learning_rate", self.learning_rate),
+            "max_grad_norm": _checks.check_positive_float("max_grad_norm", self.max_grad_norm),
+            "eps": _checks.check_positive_float("eps", self.eps),
             "b1": _checks.check_rate("b1", self.b1),
             "b2": _checks.check_rate("b2", self.b2),
             "weight_decay": _checks.check_finite_float("weight_decay", self.weight_decay),
@@ -113,7 +96,7 @@ class OptimizerConfig:
         }
         ints = {
             "decay_start_epoch": _checks.check_positive_int("decay_start_epoch", self.decay_start_epoch),
-            "warmup_steps": _check_nonnegative_int("warmup_steps", self.warmup_steps),
+            "warmup_steps": _checks.check_nonnegative_int("warmup_steps", self.warmup_steps),
         }
         for name in ("steps_per_epoch", "total_steps"):
             if getattr(self, name) is not None:
