@@ -34,7 +34,7 @@ from rnnjax.corpora import load_corpus
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    corpus: str = "pydoc"  # "pydoc" (embedded, no download) | "tinyshakespeare" | "ptb"
+    corpus: str = "pydoc"  # "pydoc" (embedded, no download) | "tinyshakespeare" | "ptb" | "enwik8" | "text8"
     level: str = "char"  # "char" | "word" (PTB convention: <eos> per line, <unk>)
     data_dir: str = ""  # local copies of the corpus files; empty: download-and-verify into the cache
     mode: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"

@@ -1,6 +1,7 @@
 """Corpora: verified atomic downloads over `file://` and a real local HTTP server (nothing left behind on a bad
 checksum, no request when the cache is good), the registry's checksums and split sizes against the real files in
-shared/data, the embedded pydoc corpus, and a clear error for every way a file can be wrong."""
+shared/data, the embedded pydoc corpus, zip-archived corpora (enwik8, text8) on small fake archives written here,
+and a clear error for every way a file can be wrong."""
 
 import dataclasses
 import hashlib
@@ -9,11 +10,12 @@ import pathlib
 import platform
 import re
 import threading
+import zipfile
 
 import pytest
 
 from rnnjax import corpora
-from rnnjax.corpora import Corpus, CorpusFile, DownloadError, cache_dir, download, load_corpus
+from rnnjax.corpora import ByteSplit, Corpus, CorpusFile, DownloadError, cache_dir, download, load_corpus
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURE = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 50
@@ -204,7 +206,8 @@ def test_pydoc_corpus_is_embedded_deterministic_and_recorded(monkeypatch, tmp_pa
 
 # -- errors ---------------------------------------------------------------------------------------------------------
 def test_unknown_corpus():
-    with pytest.raises(ValueError, match="unknown corpus 'wikitext'; known corpora: ptb, pydoc, tinyshakespeare"):
+    with pytest.raises(ValueError, match="unknown corpus 'wikitext'; known corpora: enwik8, ptb, pydoc, text8, "
+                                         "tinyshakespeare"):
         load_corpus("wikitext")
 
 
@@ -237,3 +240,189 @@ def test_non_utf8_file(monkeypatch, tmp_path):
     monkeypatch.setitem(corpora.CORPORA, "latin1", bad)
     with pytest.raises(ValueError, match=r"input.txt is not valid UTF-8: .* at byte offset 3 \(bytes b'\\xe9'\)"):
         load_corpus("latin1", data_dir=tmp_path)
+
+
+# -- zip-archived corpora (enwik8, text8) on small fakes --------------------------------------------------------------
+# The real entries with only their URL, checksums and split swapped: the loader's member name, archive name and
+# encoding are the registry's own. 10,240 bytes holding every byte value, cut 90/5/5 like enwik8's 90M/5M/5M.
+ZIP_DATA = bytes(range(256)) * 40
+ZIP_SPLIT = ByteSplit(train=9216, valid=512, test=512)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_zip(path: pathlib.Path, members: dict[str, bytes]) -> str:
+    """A deflated zip archive of `members` at `path`; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return sha(path.read_bytes())
+
+
+def fake_zip_corpus(monkeypatch, name: str, url: str, archive_sha: str, member_sha: str,
+                    split: ByteSplit = ZIP_SPLIT, **changes) -> Corpus:
+    real = corpora.CORPORA[name]
+    file = dataclasses.replace(real.files[0], url=url, sha256=member_sha,
+                               archive=dataclasses.replace(real.files[0].archive, sha256=archive_sha))
+    corpus = dataclasses.replace(real, files=(file,), split=split, **changes)
+    monkeypatch.setitem(corpora.CORPORA, name, corpus)
+    return corpus
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNJAX_DATA", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_enwik8_and_text8_registry_entries():
+    for name, encoding in (("enwik8", "latin-1"), ("text8", "ascii")):
+        corpus = corpora.CORPORA[name]
+        (file,) = corpus.files
+        assert (corpus.name, file.name, file.archive.name) == (name, name, f"{name}.zip")
+        assert file.url == f"http://mattmahoney.net/dc/{name}.zip"
+        assert corpus.split == ByteSplit(90_000_000, 5_000_000, 5_000_000) and corpus.encoding == encoding
+        assert "mattmahoney.net" in corpus.citation
+    assert corpora.CORPORA["enwik8"].files[0].sha256.startswith("2b49720e")
+    assert corpora.CORPORA["enwik8"].files[0].archive.sha256.startswith("547994d9")
+    assert corpora.CORPORA["text8"].files[0].sha256.startswith("6e890197")
+    assert corpora.CORPORA["text8"].files[0].archive.sha256.startswith("a6640522")
+
+
+def test_zip_corpus_is_downloaded_extracted_verified_and_cached(monkeypatch, tmp_path, server, cache):
+    base, files, requests = server
+    archive_sha = write_zip(tmp_path / "enwik8.zip", {"enwik8": ZIP_DATA})
+    files["/enwik8.zip"] = (tmp_path / "enwik8.zip").read_bytes()
+    fake_zip_corpus(monkeypatch, "enwik8", f"{base}/enwik8.zip", archive_sha, sha(ZIP_DATA))
+    text = load_corpus("enwik8")
+    assert [p.name for p in (cache / "enwik8").iterdir()] == ["enwik8"]  # the archive is gone, no temporary left
+    assert (cache / "enwik8" / "enwik8").read_bytes() == ZIP_DATA
+    # Byte level: exact cuts, and every byte value is the character of the same code.
+    assert (text.train, text.valid, text.test) == (ZIP_DATA[:9216].decode("latin-1"),
+                                                   ZIP_DATA[9216:9728].decode("latin-1"),
+                                                   ZIP_DATA[9728:].decode("latin-1"))
+    assert [ord(c) for c in text.train[:256]] == list(range(256))
+    assert (text.train + text.valid + text.test).encode("latin-1") == ZIP_DATA
+    assert text.record["split"] == {"bytes": {"train": 9216, "valid": 512, "test": 512}}
+    assert text.record["characters"] == {"train": 9216, "valid": 512, "test": 512}
+    assert text.record["encoding"] == "latin-1"
+    assert text.record["files"] == [{"name": "enwik8", "url": f"{base}/enwik8.zip", "sha256": sha(ZIP_DATA),
+                                     "archive": {"name": "enwik8.zip", "sha256": archive_sha}}]
+    assert load_corpus("enwik8") == text  # from the cache: no second request
+    assert requests == ["/enwik8.zip"]
+
+
+def test_zip_member_checksum_mismatch_leaves_nothing(monkeypatch, tmp_path, cache):
+    archive_sha = write_zip(tmp_path / "enwik8.zip", {"enwik8": ZIP_DATA})
+    url = (tmp_path / "enwik8.zip").as_uri()
+    fake_zip_corpus(monkeypatch, "enwik8", url, archive_sha, WRONG_SHA)
+    message = (f"checksum mismatch for member 'enwik8' of {url}: expected sha256 {WRONG_SHA}, "
+               f"got {sha(ZIP_DATA)}; the extracted file was discarded")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_corpus("enwik8")
+    assert list((cache / "enwik8").iterdir()) == []
+    fake_zip_corpus(monkeypatch, "enwik8", url, WRONG_SHA, sha(ZIP_DATA))  # the archive's own checksum
+    with pytest.raises(ValueError, match=re.escape(f"checksum mismatch for {url}: expected sha256 {WRONG_SHA}, "
+                                                   f"got {archive_sha}")):
+        load_corpus("enwik8")
+    assert list((cache / "enwik8").iterdir()) == []
+
+
+def test_zip_without_the_member(monkeypatch, tmp_path, cache):
+    archive_sha = write_zip(tmp_path / "data" / "enwik8.zip", {"enwik9.txt": ZIP_DATA})
+    url = (tmp_path / "data" / "enwik8.zip").as_uri()
+    fake_zip_corpus(monkeypatch, "enwik8", url, archive_sha, sha(ZIP_DATA))
+    with pytest.raises(ValueError, match=re.escape(f"the zip archive {url} has no member 'enwik8' "
+                                                   f"(it has 'enwik9.txt')")):
+        load_corpus("enwik8")
+    assert list((cache / "enwik8").iterdir()) == []
+    archive = tmp_path / "data" / "enwik8.zip"
+    with pytest.raises(ValueError, match=re.escape(f"the zip archive {archive} has no member 'enwik8'")):
+        load_corpus("enwik8", data_dir=tmp_path / "data")
+
+
+def test_zip_corpus_from_data_dir_with_only_the_archive(monkeypatch, tmp_path, cache):
+    data_dir = tmp_path / "data"
+    archive_sha = write_zip(data_dir / "enwik8.zip", {"enwik8": ZIP_DATA})
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", archive_sha, sha(ZIP_DATA))
+    text = load_corpus("enwik8", data_dir=data_dir)
+    assert (text.train + text.valid + text.test).encode("latin-1") == ZIP_DATA
+    assert len(text.train) == 9216 and len(text.test) == 512
+    assert [p.name for p in data_dir.iterdir()] == ["enwik8.zip"]  # read in place, nothing extracted
+    assert not cache.exists()
+    # The archive is verified too, and so is the member read from it.
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(ZIP_DATA))
+    with pytest.raises(ValueError, match=re.escape(f"{data_dir / 'enwik8.zip'} has sha256 {archive_sha}, expected "
+                                                   f"{WRONG_SHA} (the archive of enwik8 of corpus 'enwik8'")):
+        load_corpus("enwik8", data_dir=data_dir)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", archive_sha, WRONG_SHA)
+    with pytest.raises(ValueError, match=re.escape(f"member 'enwik8' of {data_dir / 'enwik8.zip'} has sha256 "
+                                                   f"{sha(ZIP_DATA)}, expected {WRONG_SHA}")):
+        load_corpus("enwik8", data_dir=data_dir)
+
+
+def test_zip_corpus_from_data_dir_with_the_extracted_file(monkeypatch, tmp_path):
+    (tmp_path / "enwik8").write_bytes(ZIP_DATA)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(ZIP_DATA))  # the archive is not read
+    text = load_corpus("enwik8", data_dir=tmp_path)
+    assert (text.train + text.valid + text.test).encode("latin-1") == ZIP_DATA
+    (tmp_path / "enwik8").write_bytes(ZIP_DATA[:-1])
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'enwik8'} has sha256 {sha(ZIP_DATA[:-1])}, "
+                                                   f"expected {sha(ZIP_DATA)}")):
+        load_corpus("enwik8", data_dir=tmp_path)
+    (tmp_path / "enwik8").unlink()
+    message = (f"neither {tmp_path / 'enwik8'} nor {tmp_path / 'enwik8.zip'} exists: corpus 'enwik8' expects the "
+               f"files enwik8 (or its archive enwik8.zip) in {tmp_path}")
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        load_corpus("enwik8", data_dir=tmp_path)
+
+
+def test_cached_member_with_wrong_bytes_is_extracted_again(monkeypatch, tmp_path, cache):
+    archive_sha = write_zip(tmp_path / "text8.zip", {"text8": b"anarchism originated as a term " * 40})
+    data = b"anarchism originated as a term " * 40  # 1,240 ASCII characters
+    fake_zip_corpus(monkeypatch, "text8", (tmp_path / "text8.zip").as_uri(), archive_sha, sha(data),
+                    split=ByteSplit(1116, 62, 62))
+    (cache / "text8").mkdir(parents=True)
+    (cache / "text8" / "text8").write_bytes(b"truncated")
+    with pytest.warns(RuntimeWarning, match=f"has sha256 {sha(b'truncated')}, expected {sha(data)}: extracting"):
+        text = load_corpus("text8")
+    assert text.train + text.valid + text.test == data.decode("ascii")
+    assert (len(text.train), len(text.valid), len(text.test)) == (1116, 62, 62)
+    assert text.record["encoding"] == "ascii"
+    assert [p.name for p in (cache / "text8").iterdir()] == ["text8"]
+    assert (cache / "text8" / "text8").read_bytes() == data
+
+
+def test_text8_is_strict_ascii(monkeypatch, tmp_path):
+    data = bytearray(b"a b c d " * 155)  # 1,240 bytes
+    data[1116 + 7] = 0xE9  # in the valid split: the offset is counted from the start of the file
+    (tmp_path / "text8").write_bytes(bytes(data))
+    fake_zip_corpus(monkeypatch, "text8", "file:///unused", WRONG_SHA, sha(bytes(data)),
+                    split=ByteSplit(1116, 62, 62))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'text8'} is not valid ASCII: ordinal not in "
+                                                   "range(128) at byte offset 1123 (bytes b'\\xe9')")):
+        load_corpus("text8", data_dir=tmp_path)
+
+
+def test_byte_split_must_fit_the_files(monkeypatch, tmp_path):
+    (tmp_path / "enwik8").write_bytes(ZIP_DATA)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(ZIP_DATA), split=ByteSplit(100, 10, 10))
+    with pytest.raises(ValueError, match=re.escape("corpus 'enwik8': its files hold 10240 bytes, but its split "
+                                                   "ByteSplit(train=100, valid=10, test=10) needs exactly 120")):
+        load_corpus("enwik8", data_dir=tmp_path)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(ZIP_DATA), split=ByteSplit(10240, 0, 0))
+    with pytest.raises(ValueError, match="a ByteSplit needs 3 positive integer sizes"):
+        load_corpus("enwik8", data_dir=tmp_path)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(ZIP_DATA), encoding="cp1252")
+    with pytest.raises(ValueError, match="encoding must be one of utf-8, ascii, latin-1, got 'cp1252'"):
+        load_corpus("enwik8", data_dir=tmp_path)
+    # A byte split of UTF-8 text that cuts a character in two is an error, not a silently mangled character.
+    text = "caf\u00e9 ".encode("utf-8") * 2  # 12 bytes; the first é is bytes 3-4
+    (tmp_path / "enwik8").write_bytes(text)
+    fake_zip_corpus(monkeypatch, "enwik8", "file:///unused", WRONG_SHA, sha(text), split=ByteSplit(4, 4, 4),
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=r"enwik8 is not valid UTF-8: unexpected end of data at byte offset 3"):
+        load_corpus("enwik8", data_dir=tmp_path)
