@@ -61,6 +61,14 @@ def rnnjax_variant(mode, batch, time_steps, input_size, hidden_size):
                     batch, time_steps, input_size)
 
 
+def rnnjax_autodiff_variant(mode, batch, time_steps, input_size, hidden_size):
+    """The same one-layer model differentiated by autodiff of the plain `lax.scan` (`unroll(backward="autodiff")`):
+    the baseline of the hand-written backward pass that `rnnjax` runs by default."""
+    cell = rnnjax.make_cell(mode, hidden_size)
+    return jax_step(lambda: cell.init(jax.random.key(0), input_size),
+                    lambda p, xs: rnnjax.unroll(cell, p, xs, backward="autodiff")[0], batch, time_steps, input_size)
+
+
 def flax_variant(mode, batch, time_steps, input_size, hidden_size):
     from flax import linen as nn
 
@@ -88,12 +96,13 @@ def torch_variant(mode, batch, time_steps, input_size, hidden_size):
     return run
 
 
-PEERS = {"rnnjax": rnnjax_variant, "flax": flax_variant, "torch": torch_variant}
+PEERS = {"rnnjax": rnnjax_variant, "rnnjax_autodiff": rnnjax_autodiff_variant, "flax": flax_variant,
+         "torch": torch_variant}
 
 
 def available(name: str) -> bool:
     try:
-        __import__({"rnnjax": "rnnjax", "flax": "flax.linen", "torch": "torch"}[name])
+        __import__({"rnnjax": "rnnjax", "rnnjax_autodiff": "rnnjax", "flax": "flax.linen", "torch": "torch"}[name])
         return True
     except ImportError:
         return False
@@ -105,8 +114,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--shapes", nargs="+", default=["32,100,128,256"], help="B,T,D,H")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(PEERS), choices=list(PEERS))
     args = parser.parse_args(argv)
-    peers = [name for name in PEERS if available(name)]
+    peers = [name for name in args.variants if available(name)]
     results = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "rows": []}
     for mode in args.cells:
         for shape in args.shapes:
@@ -122,6 +132,9 @@ def main(argv=None) -> dict:
                 row["speedup_vs_torch_per_round"] = {
                     n: [round(t / s, 2) for t, s in zip(medians["torch"], medians[n])] for n in peers if n != "torch"
                 }
+            if "rnnjax" in peers and "rnnjax_autodiff" in peers:  # what the hand-written backward pass buys
+                row["custom_backward_speedup_per_round"] = [
+                    round(a / c, 2) for a, c in zip(medians["rnnjax_autodiff"], medians["rnnjax"])]
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     return results

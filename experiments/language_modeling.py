@@ -37,7 +37,7 @@ class Config:
     corpus: str = "pydoc"  # "pydoc" (embedded, no download) | "tinyshakespeare" | "ptb" | "enwik8" | "text8"
     level: str = "char"  # "char" | "word" (PTB convention: <eos> per line, <unk>)
     data_dir: str = ""  # local copies of the corpus files; empty: download-and-verify into the cache
-    mode: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"
+    mode: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu" | "mingru" | "minlstm"
     num_layers: int = 2  # stacked recurrent layers
     hidden_size: int = 256  # units per layer
     embedding_size: int = 256  # token embedding width

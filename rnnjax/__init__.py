@@ -64,6 +64,29 @@ from rnnjax.training import create_train_state
 from rnnjax.training import make_eval_step
 from rnnjax.training import make_train_step
 from rnnjax.training import train_step_fn
+from rnnjax.minimal_cells import MinGRU
+from rnnjax.minimal_cells import MinGRUParams
+from rnnjax.minimal_cells import MinLSTM
+from rnnjax.minimal_cells import MinLSTMParams
+from rnnjax.rnn import CELL_MODES
+from rnnjax.time_loop import UNROLL_MODES
+from rnnjax.time_loop import parallel_memory_bytes
+from rnnjax.time_loop import unroll_path
+from rnnjax.bucketing import batch_shapes
+from rnnjax.bucketing import bucket_batches
+from rnnjax.bucketing import bucket_boundaries
+from rnnjax.bucketing import pad_sequences
+from rnnjax.classifier import POOLINGS
+from rnnjax.classifier import SequenceClassifier
+from rnnjax.classifier import classification_loss_fn
+from rnnjax.classifier import masked_pool
+from rnnjax.classifier import variational_dropout
+from rnnjax.sentence_encoding import SentenceEncoder
+from rnnjax.sentiment_data import LabelledTexts
+from rnnjax.sentiment_data import SentimentDataset
+from rnnjax.sentiment_data import cross_validation_folds
+from rnnjax.sentiment_data import load_sentiment
+from rnnjax.word_vectors import load_word_vectors
 
 __version__ = "0.1.0"
 
@@ -71,6 +94,7 @@ __all__ = [
     "Bidirectional",
     "BidirectionalCarry",
     "BidirectionalParams",
+    "CELL_MODES",
     "CORPORA",
     "CharTokenizer",
     "CheckpointError",
@@ -83,25 +107,40 @@ __all__ = [
     "LSTM",
     "LSTMParams",
     "LSTMState",
+    "LabelledTexts",
     "LanguageModel",
     "MERGES",
     "MODES",
+    "MinGRU",
+    "MinGRUParams",
+    "MinLSTM",
+    "MinLSTMParams",
     "NonFiniteError",
     "OptimizerConfig",
+    "POOLINGS",
     "RNN",
     "Recurrent",
+    "SentenceEncoder",
+    "SentimentDataset",
+    "SequenceClassifier",
     "SimpleRNN",
     "SimpleRNNParams",
     "Stack",
     "TrainState",
     "TrainerConfig",
+    "UNROLL_MODES",
     "Vocabulary",
     "WordTokenizer",
     "accuracy",
+    "batch_shapes",
     "batchify",
+    "bucket_batches",
+    "bucket_boundaries",
     "cache_dir",
+    "classification_loss_fn",
     "create_train_state",
     "cross_entropy",
+    "cross_validation_folds",
     "data_mesh",
     "download",
     "dropout",
@@ -110,15 +149,20 @@ __all__ = [
     "global_norm",
     "load_checkpoint",
     "load_corpus",
+    "load_sentiment",
+    "load_word_vectors",
     "make_cell",
     "make_eval_step",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
     "masked_mean",
+    "masked_pool",
     "mean_absolute_error",
     "mean_squared_error",
     "num_windows",
+    "pad_sequences",
+    "parallel_memory_bytes",
     "read_text",
     "replicate",
     "sample",
@@ -128,5 +172,7 @@ __all__ = [
     "to_torch_state_dict",
     "train_step_fn",
     "unroll",
+    "unroll_path",
+    "variational_dropout",
     "zaremba_loss",
 ]

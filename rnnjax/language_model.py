@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from rnnjax import _checks
 from rnnjax.layers import Stack, dropout
 from rnnjax.losses import cross_entropy
-from rnnjax.rnn import MODES, make_cell
+from rnnjax.rnn import CELL_MODES, make_cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class LanguageModel:
     def __post_init__(self):
         for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
             _checks.check_positive_int(name, getattr(self, name))
-        _checks.check_choice("mode", self.mode, MODES)
+        _checks.check_choice("mode", self.mode, CELL_MODES)
         _checks.check_rate("dropout_rate", self.dropout_rate)
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise ValueError(

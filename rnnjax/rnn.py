@@ -11,13 +11,20 @@ from rnnjax import _checks
 from rnnjax.cells import GRU, LSTM, LSTMState, SimpleRNN
 from rnnjax.initializers import INITIALIZERS
 from rnnjax.layers import Bidirectional, BidirectionalCarry, Recurrent, Stack
+from rnnjax.minimal_cells import MinGRU, MinLSTM
 
-MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # PyTorch's: what `RNN` and the state-dict interop take
+MINIMAL_MODES = ("mingru", "minlstm")  # Feng et al. 2024's minimal cells (no PyTorch counterpart)
+CELL_MODES = MODES + MINIMAL_MODES
 
 
 def make_cell(mode: str, hidden_size: int, initializer: str = "pytorch"):
-    """The cell for a PyTorch mode name: "lstm", "gru", "rnn_tanh" or "rnn_relu"."""
-    _checks.check_choice("mode", mode, MODES)
+    """The cell for a mode name: PyTorch's "lstm", "gru", "rnn_tanh", "rnn_relu", or "mingru", "minlstm"."""
+    _checks.check_choice("mode", mode, CELL_MODES)
+    if mode == "mingru":
+        return MinGRU(hidden_size, initializer)
+    if mode == "minlstm":
+        return MinLSTM(hidden_size, initializer)
     if mode == "lstm":
         return LSTM(hidden_size, initializer)
     if mode == "gru":

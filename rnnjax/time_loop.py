@@ -1,4 +1,11 @@
-"""The time loop: a cell run over a sequence on `jax.lax.scan`."""
+"""The time loop: a cell run over a sequence, on `jax.lax.scan` (sequential) or, for cells linear in their carry
+(`MinGRU`, `MinLSTM`), on `jax.lax.associative_scan` (parallel, O(log T) depth).
+
+`unroll(..., mode="auto")` picks the path; `unroll_path` reports which one a call runs, so benchmarks can record
+it. A cell supports the parallel path when it has `scan_space` and `scan_coefficients(params, projected) -> (a, b)`
+such that one step is `h' = a * h + b` elementwise on an array carry (`(log a, log b)` when `scan_space == "log"`,
+which needs b > 0); `parallel_min_length` and `max_parallel_bytes` attributes tune `"auto"` and the memory guard.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,25 @@ import numpy as np
 
 from rnnjax import _checks
 from rnnjax.cells import compute_dtype
+from rnnjax.minimal_cells import supports_parallel
+from rnnjax.recurrence import scan_recurrence
+from rnnjax.recurrence import supports_fused
+
+UNROLL_MODES = ("auto", "sequential", "parallel")
+BACKWARDS = ("auto", "custom", "autodiff")
+PATHS = ("sequential", "parallel")
+
+# Arrays of [time, batch, hidden] at the parallel path's peak in a training step (jit of grad of a sum): the
+# coefficients, the scan's levels (T/2 + T/4 + ... of each), the carries, the exp/logaddexp intermediates of the
+# log space, and their cotangents. Measured with `compiled.memory_analysis()` on CPU (temp bytes / (T*B*H*4),
+# MinGRU 27-28 log / 15-16 linear, MinLSTM 31-32 / 18, independent of T); an estimate, rounded up.
+PARALLEL_ARRAYS_PER_STEP = {"log": 32, "linear": 18}
+
+# `mode="auto"`'s threshold for cells whose `parallel_min_length` is None (their default), per backend. On CPU the
+# parallel path was slower than the sequential one at every measured length (2.3x at T = 4096 on 2 cores, see
+# benchmarks/parallel_scan.py): the scan does several times the sequential work, which only pays with many cores.
+# 256 elsewhere follows the paper's accelerator regime, unmeasured here: measure and set the cell's own threshold.
+AUTO_PARALLEL_MIN_LENGTH = {"cpu": None, "default": 256}
 
 
 def _check_lengths(lengths: Any, batch_size: int | None, time: int) -> jax.Array:
@@ -30,6 +56,107 @@ def _check_lengths(lengths: Any, batch_size: int | None, time: int) -> jax.Array
     return jnp.asarray(lengths)
 
 
+def parallel_memory_bytes(time: int, batch_size: int, hidden_size: int, dtype=jnp.float32,
+                          scan_space: str = "log") -> int:
+    """Estimated peak bytes of a training step on the parallel path: `time * batch * hidden * itemsize * k`
+    with k = `PARALLEL_ARRAYS_PER_STEP[scan_space]` arrays of `[time, batch, hidden]` (32 log, 18 linear)."""
+    _checks.check_choice("scan_space", scan_space, tuple(PARALLEL_ARRAYS_PER_STEP))
+    k = PARALLEL_ARRAYS_PER_STEP[scan_space]
+    return int(time) * int(batch_size) * int(hidden_size) * jnp.dtype(dtype).itemsize * k
+
+
+def _choose_path(cell, mode: str, time: int, batch_size: int, dtype) -> str:
+    """The path `unroll` runs; raises for `mode="parallel"` on a cell without one or over the memory guard."""
+    _checks.check_choice("mode", mode, UNROLL_MODES)
+    name = type(cell).__name__
+    if mode == "sequential":
+        return "sequential"
+    if not supports_parallel(cell):
+        if mode == "parallel":
+            raise ValueError(
+                f"mode='parallel' needs a cell linear in its carry (MinGRU, MinLSTM: `scan_coefficients`); {name} "
+                "reads its carry through its gates, so it only runs with mode='sequential' or 'auto'"
+            )
+        return "sequential"
+    min_length = getattr(cell, "parallel_min_length", 0)
+    if min_length is None:  # the backend's default
+        min_length = AUTO_PARALLEL_MIN_LENGTH.get(jax.default_backend(), AUTO_PARALLEL_MIN_LENGTH["default"])
+    if mode == "auto" and (min_length is None or time < min_length):
+        return "sequential"
+    limit = getattr(cell, "max_parallel_bytes", None)
+    space = cell.scan_space
+    estimate = parallel_memory_bytes(time, batch_size, cell.hidden_size, dtype, space)
+    if limit is not None and estimate > limit:
+        # "auto" falls back to the sequential path, whose carry history is a few times smaller; "parallel" was
+        # asked for explicitly, so it says why it cannot.
+        if mode == "auto":
+            return "sequential"
+        raise ValueError(
+            f"{name} parallel scan over time={time}, batch={batch_size}, hidden={cell.hidden_size} "
+            f"({jnp.dtype(dtype).name}) needs an estimated {estimate:,} bytes ({estimate / 2**20:.1f} MiB: "
+            f"~{PARALLEL_ARRAYS_PER_STEP[space]} arrays of [time, batch, hidden] in {space} space), over "
+            f"max_parallel_bytes={limit:,} ({limit / 2**20:.1f} MiB); use mode='sequential', shorter windows, "
+            "or raise max_parallel_bytes"
+        )
+    return "parallel" if time > 0 else "sequential"  # nothing to scan in an empty sequence
+
+
+def unroll_path(cell, params, xs, *, mode: str = "auto", time_major: bool = False) -> str:
+    """Which path `unroll(cell, params, xs, mode=mode, time_major=time_major)` runs: "sequential" or "parallel".
+
+    Pure Python on shapes and dtypes (`params` and `xs` may be `jax.ShapeDtypeStruct`s), and the very function
+    `unroll` consults, so the two cannot disagree; raises exactly what `unroll` raises for `mode` and the memory
+    guard.
+
+    >>> import jax
+    >>> from rnnjax.minimal_cells import MinGRU
+    >>> xs = jax.ShapeDtypeStruct((4, 1024, 3), "float32")
+    >>> params = jax.eval_shape(lambda: MinGRU(8).init(jax.random.key(0), 3))
+    >>> cell = MinGRU(8, parallel_min_length=512)
+    >>> unroll_path(cell, params, xs), unroll_path(cell, params, xs, mode="sequential")
+    ('parallel', 'sequential')
+    """
+    if len(xs.shape) not in (2, 3):
+        raise ValueError(f"xs must be rank 2 or 3, got shape {tuple(xs.shape)}")
+    if len(xs.shape) == 2:
+        time, batch_size = xs.shape[0], 1
+    else:
+        time, batch_size = (xs.shape[:2] if time_major else xs.shape[1::-1])
+    dtype = compute_dtype(xs.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
+    return _choose_path(cell, mode, time, batch_size, dtype)
+
+
+def _linear_combine(earlier, later):
+    """Affine maps h -> a h + b composed, `earlier` first: `(a1 a2, a2 b1 + b2)`."""
+    (a1, b1), (a2, b2) = earlier, later
+    return a1 * a2, a2 * b1 + b2
+
+
+def _log_combine(earlier, later):
+    """The same composition on `(log a, log b)` with b > 0: `(la1 + la2, logaddexp(la2 + lb1, lb2))`."""
+    (la1, lb1), (la2, lb2) = earlier, later
+    return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
+
+
+def _parallel_unroll(cell, params, projected, carry, valid, reverse: bool):
+    """All carries `[time, batch, H]` of `h_t = a_t h_{t-1} + b_t` (`h_{t+1}` when `reverse`) from `carry`."""
+    first, second = cell.scan_coefficients(params, projected)
+    log_space = cell.scan_space == "log"
+    if valid is not None:
+        # Padding is the identity map (a = 1, b = 0): the carry is held past each sequence's end, and a reverse
+        # scan starts each sequence at its last valid step, as the sequential path's select does.
+        keep = valid[:, :, None]
+        first = jnp.where(keep, first, 0.0 if log_space else 1.0)
+        second = jnp.where(keep, second, -jnp.inf if log_space else 0.0)
+    # The prefix of maps from h_0 to h_t is h_t = A_t h_0 + B_t. h_0 may be any real (zeros, a negative carry),
+    # so it is never logged: only A and B are, and h_0 enters linearly.
+    a, b = jax.lax.associative_scan(_log_combine if log_space else _linear_combine, (first, second),
+                                    reverse=reverse, axis=0)
+    if log_space:
+        a, b = jnp.exp(a), jnp.exp(b)
+    return a * carry[None] + b
+
+
 def unroll(
     cell,
     params,
@@ -41,11 +168,13 @@ def unroll(
     time_major: bool = False,
     unroll: int = 1,
     remat: bool = False,
+    mode: str = "auto",
+    backward: str = "auto",
 ):
     """Runs `cell` over the time axis of `xs`: `(ys, final_carry)`.
 
     Args:
-      cell: a cell spec (`SimpleRNN`, `LSTM`, `GRU`, or anything with the cell contract).
+      cell: a cell spec (`SimpleRNN`, `LSTM`, `GRU`, `MinGRU`, `MinLSTM`, or anything with the cell contract).
       params: `cell.init(key, input_size)`.
       xs: `[batch, time, features]`, or `[time, batch, features]` with `time_major=True`, or unbatched
         `[time, features]`. Any floating dtype; bfloat16 is computed with float32 carries and accumulation.
@@ -58,9 +187,22 @@ def unroll(
         reversed in place (padding stays at the end), as PyTorch's bidirectional layers do on packed input;
         `final_carry` is then the carry after `t = 0`.
       time_major: `xs` (and `ys`) are `[time, batch, features]`.
-      unroll: `lax.scan` unroll factor; changes speed and compile time, never results.
+      unroll: `lax.scan` unroll factor; changes speed and compile time, never results (sequential path only).
       remat: recompute each step in the backward pass (`jax.checkpoint`), storing only carries: memory
-        O(time * batch * hidden) of carries instead of every gate activation, for long sequences.
+        O(time * batch * hidden) of carries instead of every gate activation, for long sequences (sequential
+        path only; the parallel path's memory is `parallel_memory_bytes`).
+      mode: "sequential" (`lax.scan`, every cell), "parallel" (`lax.associative_scan`, O(log T) depth, cells
+        linear in their carry: `MinGRU`, `MinLSTM`; raises for others or over the cell's `max_parallel_bytes`),
+        or "auto" (default): parallel when the cell supports it, `time >= cell.parallel_min_length` (when None,
+        `AUTO_PARALLEL_MIN_LENGTH` of the backend: never on CPU, 256 on accelerators) and the memory estimate
+        fits, else sequential. `unroll_path` reports the choice. Both paths give the same
+        results within float rounding, lengths and reverse included.
+      backward: how the sequential path of `SimpleRNN`/`LSTM`/`GRU` is differentiated. "custom" (what "auto"
+        picks when params and carry share the float32/float64 compute dtype and `remat` is off): the
+        hand-written backward pass of `rnnjax.recurrence`, one `dW_hh` GEMM after the loop instead of one per
+        step (1.1-1.3x faster training steps on CPU, benchmarks/README.md); it is a `jax.custom_vjp`, so
+        forward-mode (`jax.jvp`, `jax.hessian`) needs "autodiff": `jax.grad` of the plain `lax.scan`.
+        Same values either way; gradients equal within float rounding.
 
     Returns:
       `ys`: `[batch, time, hidden]` (`[time, batch, hidden]` if `time_major`, `[time, hidden]` unbatched), in the
@@ -91,12 +233,14 @@ def unroll(
             )
         if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
             raise ValueError(f"unroll must be an int >= 1, got {unroll!r}")
+        _checks.check_choice("backward", backward, BACKWARDS)
+        path = unroll_path(cell, params, xs, mode=mode, time_major=time_major)
         unbatched = xs.ndim == 2
         # The loop always runs time-major [time, batch, ...]: scan slices the leading axis.
         xs_time_major = xs[:, None] if unbatched else (xs if time_major else jnp.swapaxes(xs, 0, 1))
         time, batch_size = xs_time_major.shape[:2]
 
-        dtype = compute_dtype(xs.dtype, params.weight_hh.dtype)
+        dtype = compute_dtype(xs.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
         if carry is None:
             carry = cell.initial_carry((batch_size,), dtype)
         else:
@@ -107,18 +251,6 @@ def unroll(
 
         projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps: [time, batch, G*H]
 
-        def step(carry, inputs):
-            projected_x, valid = inputs
-            new_carry, y = cell.recurrent_step(params, carry, projected_x)
-            new_carry = jax.tree.map(lambda leaf, dt: leaf.astype(dt), new_carry, carry_dtypes)
-            if valid is not None:
-                # Past a sequence's end the carry is held and the output is zero (packed-sequence semantics).
-                # A select per step is cheaper than gathering the last valid carry from the full history.
-                keep = valid[:, None]
-                new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
-                y = jnp.where(keep, y, jnp.zeros_like(y))
-            return new_carry, y.astype(jax.tree.leaves(carry_dtypes)[0])
-
         if lengths is None:
             valid = None
         else:
@@ -128,9 +260,39 @@ def unroll(
             # update at t = length - 1, which reverses each valid prefix in place without gathering.
             valid = jnp.arange(time)[:, None] < lengths[None, :]
 
-        if remat:
-            step = jax.checkpoint(step)
-        final_carry, ys = jax.lax.scan(step, carry, (projected, valid), reverse=reverse, unroll=unroll)
+        if path == "parallel":
+            # `remat` and `unroll` do not apply: the scan has no per-step body, and recomputing it whole in the
+            # backward pass left the compiled peak unchanged (the backward needs the scan's levels either way).
+            with jax.named_scope("parallel"):
+                hs = _parallel_unroll(cell, params, projected, carry, valid, reverse).astype(carry.dtype)
+            final_carry = hs[0] if reverse else hs[-1]
+            ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+        elif backward != "autodiff" and not remat and supports_fused(cell, params, projected, carry):
+            final_carry, ys = scan_recurrence(cell, params, projected, carry, valid, reverse, unroll)
+        else:
+            if backward == "custom":
+                raise ValueError(
+                    f"backward='custom' supports SimpleRNN, LSTM and GRU with params and carry in one float32/"
+                    f"float64 dtype and remat=False; got {type(cell).__name__}, remat={remat}, projected "
+                    f"{projected.dtype}, carry {jax.tree.leaves(carry)[0].dtype}, params "
+                    f"{jax.tree.leaves(params)[0].dtype}"
+                )
+
+            def step(carry, inputs):
+                projected_x, valid = inputs
+                new_carry, y = cell.recurrent_step(params, carry, projected_x)
+                new_carry = jax.tree.map(lambda leaf, dt: leaf.astype(dt), new_carry, carry_dtypes)
+                if valid is not None:
+                    # Past a sequence's end the carry is held and the output is zero (packed-sequence semantics).
+                    # A select per step is cheaper than gathering the last valid carry from the full history.
+                    keep = valid[:, None]
+                    new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+                    y = jnp.where(keep, y, jnp.zeros_like(y))
+                return new_carry, y.astype(jax.tree.leaves(carry_dtypes)[0])
+
+            if remat:
+                step = jax.checkpoint(step)
+            final_carry, ys = jax.lax.scan(step, carry, (projected, valid), reverse=reverse, unroll=unroll)
 
         if unbatched:
             return ys[:, 0], jax.tree.map(lambda leaf: leaf[0], final_carry)

@@ -13,4 +13,5 @@ def test_train_step_benchmark_reports_every_available_peer(capsys):
         assert all(value > 0 for value in row["median_ms"].values())
         if "torch" in peers:
             assert set(row["speedup_vs_torch_per_round"]) == set(peers) - {"torch"}
+        assert len(row["custom_backward_speedup_per_round"]) == 1
     assert capsys.readouterr().out.count('"cell"') == 2

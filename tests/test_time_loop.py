@@ -1,6 +1,8 @@
 """The time loop, as a registry of properties every cell must satisfy: scan equals a Python loop over `step`,
 masked batches equal per-sequence runs (forward and reverse), unroll/remat/jit/time-major/unbatched/vmap never change
-results, gradients match central finite differences in float64, and bad input raises a clear error."""
+results, gradients match central finite differences in float64, and bad input raises a clear error. The minimal
+cells are registered twice: with the default `mode="auto"` at TIME = 6 they run sequentially, and with
+`parallel_min_length=0` every property is checked on the parallel (associative-scan) path, in both scan spaces."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,8 @@ from jax.test_util import check_grads
 
 from helpers import assert_trees_close
 from rnnjax import GRU, LSTM, SimpleRNN, unroll
+from rnnjax.minimal_cells import MinGRU, MinLSTM
+from rnnjax.time_loop import PARALLEL_ARRAYS_PER_STEP, parallel_memory_bytes, unroll_path
 
 BATCH, TIME, INPUT, HIDDEN = 3, 6, 3, 4
 LENGTHS = (6, 0, 4)  # full, empty, partial
@@ -18,16 +22,21 @@ CELLS = {
     "rnn_relu": SimpleRNN(HIDDEN, activation="relu"),
     "lstm": LSTM(HIDDEN),
     "gru": GRU(HIDDEN),
+    "mingru": MinGRU(HIDDEN),
+    "minlstm": MinLSTM(HIDDEN),
+    "mingru_parallel_log": MinGRU(HIDDEN, parallel_min_length=0),
+    "minlstm_parallel_linear": MinLSTM(HIDDEN, scan_space="linear", parallel_min_length=0),
 }
+EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" for name in CELLS}
 
 
 def setup(name, key, dtype=jnp.float32):
     cell = CELLS[name]
     params_key, bias_key, xs_key, carry_key = jax.random.split(key, 4)
     params = cell.init(params_key, INPUT, dtype)
-    bias_keys = jax.random.split(bias_key)
-    params = params._replace(bias_ih=jax.random.normal(bias_keys[0], params.bias_ih.shape, dtype),
-                             bias_hh=jax.random.normal(bias_keys[1], params.bias_hh.shape, dtype))
+    biases = [field for field in params._fields if field.startswith("bias")]  # bias_ih (, bias_hh)
+    params = params._replace(**{field: jax.random.normal(k, getattr(params, field).shape, dtype)
+                                for field, k in zip(biases, jax.random.split(bias_key))})
     xs = jax.random.normal(xs_key, (BATCH, TIME, INPUT), dtype)
     leaves, treedef = jax.tree.flatten(cell.initial_carry((BATCH,), dtype))
     carry = jax.tree.unflatten(treedef, [0.5 * jax.random.normal(k, leaf.shape, dtype)
@@ -84,7 +93,8 @@ def loss_and_grads(cell, params, xs, carry, **options):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, xs, carry)
 
 
-@pytest.mark.parametrize("name", CELLS)
+# The parallel path has no per-step body for `unroll` or `remat` to change (they are ignored there).
+@pytest.mark.parametrize("name", [name for name in CELLS if EXPECTED_PATH[name] == "sequential"])
 def test_unroll_factor_and_remat_never_change_results(name, key):
     cell, params, xs, carry = setup(name, key)
     lengths = jnp.array(LENGTHS)
@@ -204,3 +214,63 @@ def test_bad_input_is_reported_at_trace_time_under_jit(key):
         jax.jit(lambda xs: unroll(cell, params, xs))(jnp.ones((BATCH, TIME, 5)))
     with pytest.raises(TypeError, match="LSTM carry must be LSTMState"):
         jax.jit(lambda xs: unroll(cell, params, xs, carry=jnp.zeros((BATCH, HIDDEN))))(xs)
+
+
+# -- paths: sequential (lax.scan) or parallel (associative scan) ------------------------------------------------------
+@pytest.mark.parametrize("name", CELLS)
+def test_each_cell_runs_its_expected_path(name, key):
+    cell, params, xs, _ = setup(name, key)
+    assert unroll_path(cell, params, xs) == EXPECTED_PATH[name]
+    assert unroll_path(cell, params, xs, mode="sequential") == "sequential"
+    shapes = jax.eval_shape(lambda: (params, xs))  # shapes and dtypes are enough, nothing is computed
+    assert unroll_path(cell, *shapes) == EXPECTED_PATH[name]
+
+
+def test_auto_mode_switches_at_the_cells_parallel_min_length(key):
+    _, params, xs, _ = setup("mingru", key)
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, xs) == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME + 1), params, xs) == "sequential"
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=10**9), params, xs, mode="parallel") == "parallel"
+    # the default (None) defers to the backend: never on CPU, where the parallel path measured slower
+    long_min_xs = jax.ShapeDtypeStruct((BATCH, 4096, INPUT), jnp.float32)
+    expected = "sequential" if jax.default_backend() == "cpu" else "parallel"
+    assert unroll_path(MinGRU(HIDDEN), params, long_min_xs) == expected
+    long_xs = jax.ShapeDtypeStruct((BATCH, 10**6, INPUT), jnp.float32)
+    _, gru_params, _, _ = setup("gru", key)
+    assert unroll_path(GRU(HIDDEN), gru_params, long_xs) == "sequential"  # not linear in its carry
+    # time-major and unbatched shapes count the time axis, not the batch
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, jnp.swapaxes(xs, 0, 1),
+                       time_major=True) == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, xs[0]) == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=0), params, xs[:, :0]) == "sequential"  # empty
+
+
+def test_parallel_memory_guard(key):
+    _, params, xs, _ = setup("mingru", key)
+    estimate = parallel_memory_bytes(TIME, BATCH, HIDDEN, jnp.float32, "log")
+    assert estimate == TIME * BATCH * HIDDEN * 4 * PARALLEL_ARRAYS_PER_STEP["log"] == 9216
+    assert parallel_memory_bytes(TIME, BATCH, HIDDEN, jnp.float32, "linear") < estimate
+    guarded = MinGRU(HIDDEN, parallel_min_length=0, max_parallel_bytes=estimate - 1)
+    with pytest.raises(ValueError, match=r"MinGRU parallel scan over time=6, batch=3, hidden=4 \(float32\) needs an "
+                                         r"estimated 9,216 bytes .*over max_parallel_bytes=9,215.*mode='sequential'"):
+        unroll(guarded, params, xs, mode="parallel")
+    # "auto" falls back to the sequential path instead of raising, and says so
+    assert unroll_path(guarded, params, xs) == "sequential"
+    assert_trees_close(unroll(guarded, params, xs), unroll(MinGRU(HIDDEN), params, xs, mode="sequential"))
+    fits = MinGRU(HIDDEN, max_parallel_bytes=estimate)
+    assert unroll_path(fits, params, xs, mode="parallel") == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, max_parallel_bytes=None), params, xs, mode="parallel") == "parallel"
+
+
+@pytest.mark.parametrize(
+    "name, mode, match",
+    [
+        ("gru", "parallel", "mode='parallel' needs a cell linear in its carry.*GRU reads its carry"),
+        ("lstm", "parallel", "LSTM reads its carry"),
+        ("mingru", "fast", "mode must be one of \\('auto', 'sequential', 'parallel'\\), got 'fast'"),
+    ],
+)
+def test_bad_mode_raises(name, mode, match, key):
+    cell, params, xs, _ = setup(name, key)
+    with pytest.raises(ValueError, match=match):
+        unroll(cell, params, xs, mode=mode)

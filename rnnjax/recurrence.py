@@ -1,0 +1,213 @@
+"""The classic cells' recurrence with a hand-written backward pass (`jax.custom_vjp`), for `unroll`'s fast path.
+
+`scan_recurrence(cell, params, projected, carry, valid, reverse)` computes exactly what the sequential
+`lax.scan` over `cell.recurrent_step` computes (same equations, same packed-sequence masking) for `SimpleRNN`,
+`LSTM` and `GRU`, but differentiates differently:
+
+- Autodiff of `lax.scan` accumulates `dW_hh` inside the reverse loop: one small `[H, B] @ [B, G*H]` GEMM and a
+  read-modify-write of the `[G*H, H]` accumulator per step. Here the reverse loop only carries `(dh, dc)` and
+  emits each step's gate gradients `[time, batch, G*H]`; `dW_hh` is then one `[G*H, time*batch] @ [time*batch,
+  H]` GEMM after the loop (../shared/PERFORMANCE-NOTES.md, point 4: 1.05-1.30x on a training step).
+- The gate gradients are also the cotangent of `projected`, so `dW_ih`, the biases and the input gradient come
+  out of the input projection's own transpose as single large GEMMs, and JAX skips the input gradient when
+  nothing asks for it.
+
+Shapes: `projected` `[time, batch, G*H]` (`cell.project_inputs` of time-major inputs), `carry` a `[batch, H]`
+array (`LSTMState(h, c)` for the LSTM), `valid` bool `[time, batch]` or None. Returns `(final_carry, ys)`,
+`ys` `[time, batch, H]`, zero where `valid` is False. Only float carries of the compute dtype are supported
+(`supports_fused`); `unroll` falls back to autodiff otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import GRU
+from rnnjax.cells import LSTM
+from rnnjax.cells import LSTMState
+from rnnjax.cells import SimpleRNN
+from rnnjax.cells import compute_dtype
+
+
+def supports_fused(cell, params, projected, carry) -> bool:
+    """True when `scan_recurrence` handles this call: a classic cell (exactly `SimpleRNN`, `LSTM` or `GRU`, not a
+    subclass that may change the step) whose params and carries share `projected`'s float dtype."""
+    if type(cell) not in (SimpleRNN, LSTM, GRU):
+        return False
+    dtype = projected.dtype
+    leaves = jax.tree.leaves(carry) + [params.weight_hh, params.bias_hh]
+    return all(leaf.dtype == dtype for leaf in leaves) and compute_dtype(dtype) == dtype
+
+
+def _mask(valid, new, old):
+    return new if valid is None else jnp.where(valid[:, None], new, old)
+
+
+def _matmul(x, weight):
+    """`x @ weight^T` for PyTorch's [out, in] layout."""
+    return jnp.matmul(x, weight.T)
+
+
+def _sum_over_steps(dgates, inputs):
+    """`sum_t dgates_t^T inputs_t`: `[time, batch, G] x [time, batch, H] -> [G, H]` as one GEMM."""
+    return jnp.einsum("tbg,tbh->gh", dgates, inputs)
+
+
+# -- SimpleRNN ----------------------------------------------------------------------------------------------------
+def _rnn_forward(activation, reverse, unroll, weight_hh, projected, h0, valid):
+    def step(h, inputs):
+        projected_x, valid_t = inputs
+        new_h = projected_x + _matmul(h, weight_hh)
+        new_h = jnp.tanh(new_h) if activation == "tanh" else jax.nn.relu(new_h)
+        held = _mask(valid_t, new_h, h)
+        return held, (_mask(valid_t, new_h, jnp.zeros_like(new_h)), h, new_h)
+
+    h, (ys, h_prev, h_new) = jax.lax.scan(step, h0, (projected, valid), reverse=reverse, unroll=unroll)
+    return (h, ys), (weight_hh, valid, h_prev, h_new)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _rnn(activation, reverse, unroll, weight_hh, projected, h0, valid):
+    return _rnn_forward(activation, reverse, unroll, weight_hh, projected, h0, valid)[0]
+
+
+def _rnn_backward(activation, reverse, unroll, residuals, cotangents):
+    weight_hh, valid, h_prev, h_new = residuals
+    dh_final, dys = cotangents
+
+    def step(dh, inputs):
+        dy, h_new_t, valid_t = inputs
+        dh_total = dh + dy
+        derivative = 1.0 - h_new_t**2 if activation == "tanh" else (h_new_t > 0).astype(h_new_t.dtype)
+        dpre = _mask(valid_t, dh_total * derivative, jnp.zeros_like(dh))
+        dh_prev = jnp.matmul(dpre, weight_hh) + _mask(valid_t, jnp.zeros_like(dh), dh)
+        return dh_prev, dpre
+
+    dh0, dpre = jax.lax.scan(step, dh_final, (dys, h_new, valid), reverse=not reverse, unroll=unroll)
+    return _sum_over_steps(dpre, h_prev), dpre, dh0, None
+
+
+_rnn.defvjp(lambda *args: _rnn_forward(*args), _rnn_backward)
+
+
+# -- LSTM ---------------------------------------------------------------------------------------------------------
+def _lstm_forward(reverse, unroll, weight_hh, projected, h0, c0, valid):
+    def step(carry, inputs):
+        h, c = carry
+        projected_x, valid_t = inputs
+        gates = projected_x + _matmul(h, weight_hh)
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        new_c = f * c + i * g
+        tanh_c = jnp.tanh(new_c)
+        new_h = o * tanh_c
+        carry = (_mask(valid_t, new_h, h), _mask(valid_t, new_c, c))
+        return carry, (_mask(valid_t, new_h, jnp.zeros_like(new_h)), h, c, jnp.concatenate([i, f, g, o], -1), tanh_c)
+
+    (h, c), (ys, h_prev, c_prev, activations, tanh_c) = jax.lax.scan(step, (h0, c0), (projected, valid),
+                                                                     reverse=reverse, unroll=unroll)
+    return (h, c, ys), (weight_hh, valid, h_prev, c_prev, activations, tanh_c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _lstm(reverse, unroll, weight_hh, projected, h0, c0, valid):
+    return _lstm_forward(reverse, unroll, weight_hh, projected, h0, c0, valid)[0]
+
+
+def _lstm_backward(reverse, unroll, residuals, cotangents):
+    weight_hh, valid, h_prev, c_prev, activations, tanh_c = residuals
+    dh_final, dc_final, dys = cotangents
+
+    def step(carry, inputs):
+        dh, dc = carry
+        dy, c_prev_t, activations_t, tanh_c_t, valid_t = inputs
+        i, f, g, o = jnp.split(activations_t, 4, axis=-1)
+        dh_total = dh + dy
+        dc_total = dc + dh_total * o * (1.0 - tanh_c_t**2)
+        dgates = jnp.concatenate([
+            dc_total * g * i * (1.0 - i),
+            dc_total * c_prev_t * f * (1.0 - f),
+            dc_total * i * (1.0 - g**2),
+            dh_total * tanh_c_t * o * (1.0 - o),
+        ], axis=-1)
+        dgates = _mask(valid_t, dgates, jnp.zeros_like(dgates))
+        dh_prev = jnp.matmul(dgates, weight_hh) + _mask(valid_t, jnp.zeros_like(dh), dh)
+        dc_prev = _mask(valid_t, dc_total * f, dc)
+        return (dh_prev, dc_prev), dgates
+
+    (dh0, dc0), dgates = jax.lax.scan(step, (dh_final, dc_final), (dys, c_prev, activations, tanh_c, valid),
+                                      reverse=not reverse, unroll=unroll)
+    return _sum_over_steps(dgates, h_prev), dgates, dh0, dc0, None
+
+
+_lstm.defvjp(lambda *args: _lstm_forward(*args), _lstm_backward)
+
+
+# -- GRU ----------------------------------------------------------------------------------------------------------
+def _gru_forward(reverse, unroll, weight_hh, bias_hn, projected, h0, valid):
+    def step(h, inputs):
+        projected_x, valid_t = inputs
+        x_r, x_z, x_n = jnp.split(projected_x, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(_matmul(h, weight_hh), 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        h_n = h_n + bias_hn[None]  # explicit broadcast: the library runs under rank-promotion=raise
+        n = jnp.tanh(x_n + r * h_n)
+        new_h = n + z * (h - n)
+        return _mask(valid_t, new_h, h), (_mask(valid_t, new_h, jnp.zeros_like(new_h)), h,
+                                          jnp.concatenate([r, z, n, h_n], -1))
+
+    h, (ys, h_prev, saved) = jax.lax.scan(step, h0, (projected, valid), reverse=reverse, unroll=unroll)
+    return (h, ys), (weight_hh, valid, h_prev, saved)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _gru(reverse, unroll, weight_hh, bias_hn, projected, h0, valid):
+    return _gru_forward(reverse, unroll, weight_hh, bias_hn, projected, h0, valid)[0]
+
+
+def _gru_backward(reverse, unroll, residuals, cotangents):
+    weight_hh, valid, h_prev, saved = residuals
+    dh_final, dys = cotangents
+
+    def step(dh, inputs):
+        dy, h_prev_t, saved_t, valid_t = inputs
+        r, z, n, h_n = jnp.split(saved_t, 4, axis=-1)
+        dh_total = dh + dy
+        dn_pre = dh_total * (1.0 - z) * (1.0 - n**2)
+        dz_pre = dh_total * (h_prev_t - n) * z * (1.0 - z)
+        dr_pre = dn_pre * h_n * r * (1.0 - r)
+        dprojected = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
+        drecurrent = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
+        dprojected = _mask(valid_t, dprojected, jnp.zeros_like(dprojected))
+        drecurrent = _mask(valid_t, drecurrent, jnp.zeros_like(drecurrent))
+        dh_prev = jnp.matmul(drecurrent, weight_hh) + _mask(valid_t, dh_total * z, dh)
+        return dh_prev, (dprojected, drecurrent)
+
+    dh0, (dprojected, drecurrent) = jax.lax.scan(step, dh_final, (dys, h_prev, saved, valid), reverse=not reverse,
+                                                 unroll=unroll)
+    hidden = weight_hh.shape[1]
+    dbias_hn = jnp.sum(drecurrent[..., 2 * hidden:], axis=(0, 1))
+    return _sum_over_steps(drecurrent, h_prev), dbias_hn, dprojected, dh0, None
+
+
+_gru.defvjp(lambda *args: _gru_forward(*args), _gru_backward)
+
+
+def scan_recurrence(cell, params, projected, carry, valid, reverse: bool, unroll: int = 1):
+    """`(final_carry, ys)` of `cell` over `projected` `[time, batch, G*H]` from `carry`, with the hand-written
+    backward pass (module docstring). Same results as a `lax.scan` over `cell.recurrent_step` with
+    packed-sequence masking by `valid` `[time, batch]` (None: every step valid); `unroll` is the `lax.scan` unroll
+    factor of both loops."""
+    if isinstance(cell, LSTM):
+        h, c, ys = _lstm(reverse, unroll, params.weight_hh, projected, carry.h, carry.c, valid)
+        return LSTMState(h=h, c=c), ys
+    if isinstance(cell, GRU):
+        bias_hn = params.bias_hh[2 * cell.hidden_size:]
+        return _gru(reverse, unroll, params.weight_hh, bias_hn, projected, carry, valid)
+    if isinstance(cell, SimpleRNN):
+        return _rnn(cell.activation, reverse, unroll, params.weight_hh, projected, carry, valid)
+    raise TypeError(f"scan_recurrence supports SimpleRNN, LSTM and GRU, got {type(cell).__name__}")
