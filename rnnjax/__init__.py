@@ -87,6 +87,26 @@ from rnnjax.sentiment_data import SentimentDataset
 from rnnjax.sentiment_data import cross_validation_folds
 from rnnjax.sentiment_data import load_sentiment
 from rnnjax.word_vectors import load_word_vectors
+from rnnjax.series import SERIES
+from rnnjax.series import TimeSeries
+from rnnjax.series import load_series
+from rnnjax.series import read_series_csv
+from rnnjax.windows import count_windows
+from rnnjax.windows import gather_windows
+from rnnjax.windows import split_ranges
+from rnnjax.windows import window_starts
+from rnnjax.scaling import fit_scaler
+from rnnjax.scaling import scale
+from rnnjax.scaling import unscale
+from rnnjax.scaling import revin_normalize
+from rnnjax.scaling import revin_denormalize
+from rnnjax.forecasters import DirectForecaster
+from rnnjax.forecasters import Seq2SeqForecaster
+from rnnjax.baselines import fit_linear
+from rnnjax.baselines import linear_forecast
+from rnnjax.baselines import repeat_last
+from rnnjax.baselines import seasonal_naive
+from rnnjax.calendar_features import calendar_features
 
 __version__ = "0.1.0"
 
@@ -100,6 +120,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "CorpusText",
+    "DirectForecaster",
     "DownloadError",
     "GRU",
     "GRUParams",
@@ -120,12 +141,15 @@ __all__ = [
     "POOLINGS",
     "RNN",
     "Recurrent",
+    "SERIES",
     "SentenceEncoder",
     "SentimentDataset",
+    "Seq2SeqForecaster",
     "SequenceClassifier",
     "SimpleRNN",
     "SimpleRNNParams",
     "Stack",
+    "TimeSeries",
     "TrainState",
     "TrainerConfig",
     "UNROLL_MODES",
@@ -137,7 +161,9 @@ __all__ = [
     "bucket_batches",
     "bucket_boundaries",
     "cache_dir",
+    "calendar_features",
     "classification_loss_fn",
+    "count_windows",
     "create_train_state",
     "cross_entropy",
     "cross_validation_folds",
@@ -145,11 +171,16 @@ __all__ = [
     "download",
     "dropout",
     "fit",
+    "fit_linear",
+    "fit_scaler",
     "from_torch_state_dict",
+    "gather_windows",
     "global_norm",
+    "linear_forecast",
     "load_checkpoint",
     "load_corpus",
     "load_sentiment",
+    "load_series",
     "load_word_vectors",
     "make_cell",
     "make_eval_step",
@@ -163,16 +194,25 @@ __all__ = [
     "num_windows",
     "pad_sequences",
     "parallel_memory_bytes",
+    "read_series_csv",
     "read_text",
+    "repeat_last",
     "replicate",
+    "revin_denormalize",
+    "revin_normalize",
     "sample",
     "save_checkpoint",
+    "scale",
+    "seasonal_naive",
     "shard_batch",
+    "split_ranges",
     "stream_windows",
     "to_torch_state_dict",
     "train_step_fn",
     "unroll",
     "unroll_path",
+    "unscale",
     "variational_dropout",
+    "window_starts",
     "zaremba_loss",
 ]
