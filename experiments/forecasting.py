@@ -24,7 +24,6 @@ tested) and plots/forecasts.png (test windows, model and baselines against the t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -35,6 +34,7 @@ import jax
 import numpy as np
 
 import rnnjax
+from experiments.cli import parse_config_flags
 from rnnjax import baselines
 from rnnjax.calendar_features import calendar_features
 from rnnjax.forecast_metrics import accumulate_errors, summarize_errors
@@ -377,17 +377,7 @@ def plot_results(run_dir, data, config, model_predictions, baseline_predictions,
 
 def parse_config(argv=None) -> Config:
     """A `Config` from a preset and `--field value` flags; unknown flags are rejected, values validated."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    for field in dataclasses.fields(Config):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None)
-    args = vars(parser.parse_args(argv))
-    preset = PRESETS[args.pop("preset")] if args.get("preset") else {}
-    config = Config(**(preset | {k: v for k, v in args.items() if v is not None}))
+    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
     if config.dataset not in SERIES:
         raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(sorted(SERIES))}")
     if config.features not in ("S", "M"):

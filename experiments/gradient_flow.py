@@ -31,7 +31,6 @@ repeatable on CPU. The run directory holds `config.json`, `results.json`, `resul
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -46,6 +45,7 @@ import numpy as np
 import optax
 
 import rnnjax
+from experiments.cli import parse_config_flags
 from experiments.quickstart import TRIVIAL_MSE, adding_problem
 from rnnjax import _checks
 from rnnjax.cells import GRU, LSTM, SimpleRNN
@@ -635,17 +635,7 @@ def run(config: Config, print_fn: Callable = print) -> dict:
 
 def parse_config(argv=None) -> Config:
     """A `Config` from `--field value` flags over the optional `--quick` preset; unknown flags are rejected."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="tiny T and steps (the test suite's smoke run)")
-    for field in dataclasses.fields(Config):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None)
-    args = vars(parser.parse_args(argv))
-    preset = QUICK if args.pop("quick") else {}
-    return Config(**(preset | {k: v for k, v in args.items() if v is not None}))
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], quick=QUICK)
 
 
 def main(argv=None) -> dict:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
+from experiments.cli import parse_config_flags
 from rnnjax.corpora import load_corpus
 
 
@@ -258,18 +259,7 @@ def _state_template(model, params, config: Config):
 
 
 def parse_config(argv=None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    for field in dataclasses.fields(Config):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None)
-    args = vars(parser.parse_args(argv))
-    preset = PRESETS[args.pop("preset")] if args.get("preset") else {}
-    overrides = {k: v for k, v in args.items() if v is not None}
-    config = Config(**(preset | overrides))
+    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
     if config.level not in ("char", "word"):
         raise ValueError(f"level must be 'char' or 'word', got {config.level!r}")
     make_model(config, 2)  # validates mode, sizes, dropout and tying with clear errors before any data loads

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
+from experiments.cli import parse_config_flags
 from rnnjax import bucketing, sentiment_data
 from rnnjax.classifier import SequenceClassifier, classification_loss_fn
 from rnnjax.sentence_encoding import SentenceEncoder
@@ -300,18 +301,7 @@ def summarize_command(argv) -> dict:
 
 
 def parse_config(argv=None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    for field in dataclasses.fields(Config):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None)
-    args = vars(parser.parse_args(argv))
-    preset = PRESETS[args.pop("preset")] if args.get("preset") else {}
-    overrides = {k: v for k, v in args.items() if v is not None}
-    config = Config(**(preset | overrides))
+    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
     rnnjax._checks.check_choice("dataset", config.dataset, sentiment_data.DATASETS)
     for name in ("min_count", "num_buckets", "batch_size", "epochs", "num_folds", "seeds"):
         rnnjax._checks.check_positive_int(name, getattr(config, name))
