@@ -15,7 +15,11 @@ so `step(p, carry, x) == recurrent_step(p, carry, project_inputs(p, x))`. Every 
 leading batch dimensions: `x` is `[..., input_size]`, `h` and `c` are `[..., hidden_size]`.
 
 Arithmetic is done in float32 at least (`promote(float32, params, inputs)`): bfloat16 inputs and parameters are
-accepted, the projection accumulates in float32, and the carry stays float32.
+accepted, the projection accumulates in float32, and the carry stays float32. `matmul_dtype="bfloat16"` (opt-in,
+every cell) rounds the operands of every GEMM (input projection, recurrent product, and their gradients) to
+bfloat16 while accumulating in float32 and keeping parameters, carries and gate arithmetic in float32: about
+3 significant digits per product, for the bf16 GEMM rate of accelerators and AVX512-BF16/AMX CPUs
+(benchmarks/NOTES.md measures speed and drift).
 """
 
 from __future__ import annotations
@@ -79,10 +83,22 @@ def _add_bias(y: Array, bias: Array) -> Array:
     return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape).astype(y.dtype)
 
 
-def _dense(x: Array, weight: Array) -> Array:
-    """`x @ weight^T` in PyTorch's [out, in] weight layout, accumulated in at least float32."""
+MATMUL_DTYPES = ("bfloat16", "float16")  # opt-in GEMM operand dtypes (None: the compute dtype)
+
+
+def _dense(x: Array, weight: Array, matmul_dtype: str | None = None) -> Array:
+    """`x @ weight^T` in PyTorch's [out, in] weight layout, accumulated in at least float32; operands rounded to
+    `matmul_dtype` first when one is given."""
     dtype = compute_dtype(x.dtype, weight.dtype)
+    if matmul_dtype is not None:
+        x, weight = x.astype(matmul_dtype), weight.astype(matmul_dtype)
     return jnp.matmul(x, weight.T, preferred_element_type=dtype).astype(dtype)
+
+
+def check_matmul_dtype(matmul_dtype) -> None:
+    """Raises unless `matmul_dtype` is None or one of MATMUL_DTYPES (a string, so cells stay hashable)."""
+    if matmul_dtype is not None:
+        _checks.check_choice("matmul_dtype", matmul_dtype, MATMUL_DTYPES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +107,7 @@ class _Cell:
 
     hidden_size: int
     initializer: str = "pytorch"
+    matmul_dtype: str | None = None
 
     num_gates: ClassVar[int]
     params_type: ClassVar[type]
@@ -98,6 +115,7 @@ class _Cell:
     def __post_init__(self):
         _checks.check_positive_int("hidden_size", self.hidden_size)
         _checks.check_choice("initializer", self.initializer, INITIALIZERS)
+        check_matmul_dtype(self.matmul_dtype)
 
     @property
     def name(self) -> str:
@@ -175,7 +193,7 @@ class _Cell:
     def project_inputs(self, params, xs: Array) -> Array:
         """`xs @ W_ih^T` plus every bias that adds linearly: `[..., D] -> [..., G*H]`, one GEMM for all steps."""
         xs = self._check_inputs(params, xs)
-        return _add_bias(_dense(xs, params.weight_ih), self._folded_bias(params))
+        return _add_bias(_dense(xs, params.weight_ih, self.matmul_dtype), self._folded_bias(params))
 
     def step(self, params, carry, x: Array):
         """One time step on raw input `x` `[..., D]`: `(carry, y)`, carry first (a `lax.scan` body)."""
@@ -217,7 +235,7 @@ class SimpleRNN(_Cell):
 
     def recurrent_step(self, params: SimpleRNNParams, carry: Array, projected_x: Array):
         """`h' = act(projected_x + W_hh h)`, with `projected_x = project_inputs(params, x)`."""
-        pre = projected_x + _dense(carry, params.weight_hh)
+        pre = projected_x + _dense(carry, params.weight_hh, self.matmul_dtype)
         h = jnp.tanh(pre) if self.activation == "tanh" else jax.nn.relu(pre)
         return h, h
 
@@ -278,7 +296,7 @@ class LSTM(_Cell):
 
     def recurrent_step(self, params: LSTMParams, carry: LSTMState, projected_x: Array):
         """One step given `projected_x = project_inputs(params, x)` `[..., 4H]`."""
-        gates = projected_x + _dense(carry.h, params.weight_hh)
+        gates = projected_x + _dense(carry.h, params.weight_hh, self.matmul_dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -316,7 +334,7 @@ class GRU(_Cell):
     def recurrent_step(self, params: GRUParams, carry: Array, projected_x: Array):
         """One step given `projected_x = project_inputs(params, x)` `[..., 3H]`."""
         hidden = self.hidden_size
-        recurrent = _dense(carry, params.weight_hh)
+        recurrent = _dense(carry, params.weight_hh, self.matmul_dtype)
         x_r, x_z, x_n = jnp.split(projected_x, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(recurrent, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)

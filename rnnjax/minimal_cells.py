@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.cells import _add_bias, _Cell, _dense
+from rnnjax.cells import _add_bias, _Cell, _dense, check_matmul_dtype
 
 Array = jax.Array
 
@@ -77,6 +77,7 @@ class _MinimalCell(_Cell):
     def __post_init__(self):
         _checks.check_positive_int("hidden_size", self.hidden_size)
         _checks.check_choice("initializer", self.initializer, INITIALIZERS)
+        check_matmul_dtype(self.matmul_dtype)
         _checks.check_choice("scan_space", self.scan_space, SCAN_SPACES)
         if self.parallel_min_length is not None:
             _checks.check_nonnegative_int("parallel_min_length", self.parallel_min_length)
@@ -123,7 +124,7 @@ class _MinimalCell(_Cell):
     def project_inputs(self, params, xs: Array) -> Array:
         """`xs @ W^T + b`: `[..., D] -> [..., G*H]`, one GEMM for all steps: this is every weight the cell has."""
         xs = self._check_inputs(params, xs)
-        return _add_bias(_dense(xs, params.weight_ih), params.bias_ih)
+        return _add_bias(_dense(xs, params.weight_ih, self.matmul_dtype), params.bias_ih)
 
     def recurrent_step(self, params, carry: Array, projected_x: Array):
         """`h' = a * h + b` with `(a, b) = linear_coefficients(projected_x)`; the output is `h'`."""

@@ -12,6 +12,9 @@
   out of the input projection's own transpose as single large GEMMs, and JAX skips the input gradient when
   nothing asks for it.
 
+With `cell.matmul_dtype` set (e.g. "bfloat16") every GEMM of both passes rounds its operands to that dtype and
+accumulates in the carry's dtype, exactly as the cell's own `recurrent_step` does.
+
 Shapes: `projected` `[time, batch, G*H]` (`cell.project_inputs` of time-major inputs), `carry` a `[batch, H]`
 array (`LSTMState(h, c)` for the LSTM), `valid` bool `[time, batch]` or None. Returns `(final_carry, ys)`,
 `ys` `[time, batch, H]`, zero where `valid` is False. Only float carries of the compute dtype are supported
@@ -46,21 +49,35 @@ def _mask(valid, new, old):
     return new if valid is None else jnp.where(valid[:, None], new, old)
 
 
-def _matmul(x, weight):
-    """`x @ weight^T` for PyTorch's [out, in] layout."""
-    return jnp.matmul(x, weight.T)
+def _operand(x, matmul_dtype):
+    """`x` rounded to the GEMM operand dtype (`cell.matmul_dtype`; None keeps it)."""
+    return x if matmul_dtype is None else x.astype(matmul_dtype)
 
 
-def _sum_over_steps(dgates, inputs):
+def _matmul(x, weight, matmul_dtype):
+    """`x @ weight^T` for PyTorch's [out, in] layout, accumulated in `x`'s dtype; `weight` is already an operand
+    (rounded once before the loop rather than once per step)."""
+    return jnp.matmul(_operand(x, matmul_dtype), weight.T, preferred_element_type=x.dtype)
+
+
+def _matmul_transposed(dgates, weight, matmul_dtype):
+    """`dgates @ weight`: the recurrent product's input gradient, accumulated in `dgates`' dtype."""
+    return jnp.matmul(_operand(dgates, matmul_dtype), weight, preferred_element_type=dgates.dtype)
+
+
+def _sum_over_steps(dgates, inputs, matmul_dtype):
     """`sum_t dgates_t^T inputs_t`: `[time, batch, G] x [time, batch, H] -> [G, H]` as one GEMM."""
-    return jnp.einsum("tbg,tbh->gh", dgates, inputs)
+    return jnp.einsum("tbg,tbh->gh", _operand(dgates, matmul_dtype), _operand(inputs, matmul_dtype),
+                      preferred_element_type=dgates.dtype)
 
 
 # -- SimpleRNN ----------------------------------------------------------------------------------------------------
-def _rnn_forward(activation, reverse, unroll, weight_hh, projected, h0, valid):
+def _rnn_forward(activation, reverse, unroll, matmul_dtype, weight_hh, projected, h0, valid):
+    weight = _operand(weight_hh, matmul_dtype)
+
     def step(h, inputs):
         projected_x, valid_t = inputs
-        new_h = projected_x + _matmul(h, weight_hh)
+        new_h = projected_x + _matmul(h, weight, matmul_dtype)
         new_h = jnp.tanh(new_h) if activation == "tanh" else jax.nn.relu(new_h)
         held = _mask(valid_t, new_h, h)
         return held, (_mask(valid_t, new_h, jnp.zeros_like(new_h)), h, new_h)
@@ -69,13 +86,14 @@ def _rnn_forward(activation, reverse, unroll, weight_hh, projected, h0, valid):
     return (h, ys), (weight_hh, valid, h_prev, h_new)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _rnn(activation, reverse, unroll, weight_hh, projected, h0, valid):
-    return _rnn_forward(activation, reverse, unroll, weight_hh, projected, h0, valid)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _rnn(activation, reverse, unroll, matmul_dtype, weight_hh, projected, h0, valid):
+    return _rnn_forward(activation, reverse, unroll, matmul_dtype, weight_hh, projected, h0, valid)[0]
 
 
-def _rnn_backward(activation, reverse, unroll, residuals, cotangents):
+def _rnn_backward(activation, reverse, unroll, matmul_dtype, residuals, cotangents):
     weight_hh, valid, h_prev, h_new = residuals
+    weight = _operand(weight_hh, matmul_dtype)
     dh_final, dys = cotangents
 
     def step(dh, inputs):
@@ -83,22 +101,24 @@ def _rnn_backward(activation, reverse, unroll, residuals, cotangents):
         dh_total = dh + dy
         derivative = 1.0 - h_new_t**2 if activation == "tanh" else (h_new_t > 0).astype(h_new_t.dtype)
         dpre = _mask(valid_t, dh_total * derivative, jnp.zeros_like(dh))
-        dh_prev = jnp.matmul(dpre, weight_hh) + _mask(valid_t, jnp.zeros_like(dh), dh)
+        dh_prev = _matmul_transposed(dpre, weight, matmul_dtype) + _mask(valid_t, jnp.zeros_like(dh), dh)
         return dh_prev, dpre
 
     dh0, dpre = jax.lax.scan(step, dh_final, (dys, h_new, valid), reverse=not reverse, unroll=unroll)
-    return _sum_over_steps(dpre, h_prev), dpre, dh0, None
+    return _sum_over_steps(dpre, h_prev, matmul_dtype), dpre, dh0, None
 
 
 _rnn.defvjp(lambda *args: _rnn_forward(*args), _rnn_backward)
 
 
 # -- LSTM ---------------------------------------------------------------------------------------------------------
-def _lstm_forward(reverse, unroll, weight_hh, projected, h0, c0, valid):
+def _lstm_forward(reverse, unroll, matmul_dtype, weight_hh, projected, h0, c0, valid):
+    weight = _operand(weight_hh, matmul_dtype)
+
     def step(carry, inputs):
         h, c = carry
         projected_x, valid_t = inputs
-        gates = projected_x + _matmul(h, weight_hh)
+        gates = projected_x + _matmul(h, weight, matmul_dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         new_c = f * c + i * g
@@ -112,13 +132,14 @@ def _lstm_forward(reverse, unroll, weight_hh, projected, h0, c0, valid):
     return (h, c, ys), (weight_hh, valid, h_prev, c_prev, activations, tanh_c)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _lstm(reverse, unroll, weight_hh, projected, h0, c0, valid):
-    return _lstm_forward(reverse, unroll, weight_hh, projected, h0, c0, valid)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _lstm(reverse, unroll, matmul_dtype, weight_hh, projected, h0, c0, valid):
+    return _lstm_forward(reverse, unroll, matmul_dtype, weight_hh, projected, h0, c0, valid)[0]
 
 
-def _lstm_backward(reverse, unroll, residuals, cotangents):
+def _lstm_backward(reverse, unroll, matmul_dtype, residuals, cotangents):
     weight_hh, valid, h_prev, c_prev, activations, tanh_c = residuals
+    weight = _operand(weight_hh, matmul_dtype)
     dh_final, dc_final, dys = cotangents
 
     def step(carry, inputs):
@@ -134,24 +155,26 @@ def _lstm_backward(reverse, unroll, residuals, cotangents):
             dh_total * tanh_c_t * o * (1.0 - o),
         ], axis=-1)
         dgates = _mask(valid_t, dgates, jnp.zeros_like(dgates))
-        dh_prev = jnp.matmul(dgates, weight_hh) + _mask(valid_t, jnp.zeros_like(dh), dh)
+        dh_prev = _matmul_transposed(dgates, weight, matmul_dtype) + _mask(valid_t, jnp.zeros_like(dh), dh)
         dc_prev = _mask(valid_t, dc_total * f, dc)
         return (dh_prev, dc_prev), dgates
 
     (dh0, dc0), dgates = jax.lax.scan(step, (dh_final, dc_final), (dys, c_prev, activations, tanh_c, valid),
                                       reverse=not reverse, unroll=unroll)
-    return _sum_over_steps(dgates, h_prev), dgates, dh0, dc0, None
+    return _sum_over_steps(dgates, h_prev, matmul_dtype), dgates, dh0, dc0, None
 
 
 _lstm.defvjp(lambda *args: _lstm_forward(*args), _lstm_backward)
 
 
 # -- GRU ----------------------------------------------------------------------------------------------------------
-def _gru_forward(reverse, unroll, weight_hh, bias_hn, projected, h0, valid):
+def _gru_forward(reverse, unroll, matmul_dtype, weight_hh, bias_hn, projected, h0, valid):
+    weight = _operand(weight_hh, matmul_dtype)
+
     def step(h, inputs):
         projected_x, valid_t = inputs
         x_r, x_z, x_n = jnp.split(projected_x, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(_matmul(h, weight_hh), 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(_matmul(h, weight, matmul_dtype), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         h_n = h_n + bias_hn[None]  # explicit broadcast: the library runs under rank-promotion=raise
@@ -164,13 +187,14 @@ def _gru_forward(reverse, unroll, weight_hh, bias_hn, projected, h0, valid):
     return (h, ys), (weight_hh, valid, h_prev, saved)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _gru(reverse, unroll, weight_hh, bias_hn, projected, h0, valid):
-    return _gru_forward(reverse, unroll, weight_hh, bias_hn, projected, h0, valid)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _gru(reverse, unroll, matmul_dtype, weight_hh, bias_hn, projected, h0, valid):
+    return _gru_forward(reverse, unroll, matmul_dtype, weight_hh, bias_hn, projected, h0, valid)[0]
 
 
-def _gru_backward(reverse, unroll, residuals, cotangents):
+def _gru_backward(reverse, unroll, matmul_dtype, residuals, cotangents):
     weight_hh, valid, h_prev, saved = residuals
+    weight = _operand(weight_hh, matmul_dtype)
     dh_final, dys = cotangents
 
     def step(dh, inputs):
@@ -184,14 +208,14 @@ def _gru_backward(reverse, unroll, residuals, cotangents):
         drecurrent = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
         dprojected = _mask(valid_t, dprojected, jnp.zeros_like(dprojected))
         drecurrent = _mask(valid_t, drecurrent, jnp.zeros_like(drecurrent))
-        dh_prev = jnp.matmul(drecurrent, weight_hh) + _mask(valid_t, dh_total * z, dh)
+        dh_prev = _matmul_transposed(drecurrent, weight, matmul_dtype) + _mask(valid_t, dh_total * z, dh)
         return dh_prev, (dprojected, drecurrent)
 
     dh0, (dprojected, drecurrent) = jax.lax.scan(step, dh_final, (dys, h_prev, saved, valid), reverse=not reverse,
                                                  unroll=unroll)
     hidden = weight_hh.shape[1]
     dbias_hn = jnp.sum(drecurrent[..., 2 * hidden:], axis=(0, 1))
-    return _sum_over_steps(drecurrent, h_prev), dbias_hn, dprojected, dh0, None
+    return _sum_over_steps(drecurrent, h_prev, matmul_dtype), dbias_hn, dprojected, dh0, None
 
 
 _gru.defvjp(lambda *args: _gru_forward(*args), _gru_backward)
@@ -203,11 +227,11 @@ def scan_recurrence(cell, params, projected, carry, valid, reverse: bool, unroll
     packed-sequence masking by `valid` `[time, batch]` (None: every step valid); `unroll` is the `lax.scan` unroll
     factor of both loops."""
     if isinstance(cell, LSTM):
-        h, c, ys = _lstm(reverse, unroll, params.weight_hh, projected, carry.h, carry.c, valid)
+        h, c, ys = _lstm(reverse, unroll, cell.matmul_dtype, params.weight_hh, projected, carry.h, carry.c, valid)
         return LSTMState(h=h, c=c), ys
     if isinstance(cell, GRU):
         bias_hn = params.bias_hh[2 * cell.hidden_size:]
-        return _gru(reverse, unroll, params.weight_hh, bias_hn, projected, carry, valid)
+        return _gru(reverse, unroll, cell.matmul_dtype, params.weight_hh, bias_hn, projected, carry, valid)
     if isinstance(cell, SimpleRNN):
-        return _rnn(cell.activation, reverse, unroll, params.weight_hh, projected, carry, valid)
+        return _rnn(cell.activation, reverse, unroll, cell.matmul_dtype, params.weight_hh, projected, carry, valid)
     raise TypeError(f"scan_recurrence supports SimpleRNN, LSTM and GRU, got {type(cell).__name__}")

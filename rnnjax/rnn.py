@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.cells import GRU, LSTM, LSTMState, SimpleRNN
+from rnnjax.cells import GRU, LSTM, LSTMState, SimpleRNN, check_matmul_dtype
 from rnnjax.initializers import INITIALIZERS
 from rnnjax.layers import Bidirectional, BidirectionalCarry, Recurrent, Stack
 from rnnjax.minimal_cells import MinGRU, MinLSTM
@@ -18,18 +18,20 @@ MINIMAL_MODES = ("mingru", "minlstm")  # Feng et al. 2024's minimal cells (no Py
 CELL_MODES = MODES + MINIMAL_MODES
 
 
-def make_cell(mode: str, hidden_size: int, initializer: str = "pytorch"):
-    """The cell for a mode name: PyTorch's "lstm", "gru", "rnn_tanh", "rnn_relu", or "mingru", "minlstm"."""
+def make_cell(mode: str, hidden_size: int, initializer: str = "pytorch", matmul_dtype: str | None = None):
+    """The cell for a mode name: PyTorch's "lstm", "gru", "rnn_tanh", "rnn_relu", or "mingru", "minlstm".
+    `matmul_dtype="bfloat16"` opts into bf16 GEMM operands with float32 accumulation (rnnjax.cells docstring)."""
     _checks.check_choice("mode", mode, CELL_MODES)
+    options = {"initializer": initializer, "matmul_dtype": matmul_dtype}
     if mode == "mingru":
-        return MinGRU(hidden_size, initializer)
+        return MinGRU(hidden_size, **options)
     if mode == "minlstm":
-        return MinLSTM(hidden_size, initializer)
+        return MinLSTM(hidden_size, **options)
     if mode == "lstm":
-        return LSTM(hidden_size, initializer)
+        return LSTM(hidden_size, **options)
     if mode == "gru":
-        return GRU(hidden_size, initializer)
-    return SimpleRNN(hidden_size, initializer, activation=mode.removeprefix("rnn_"))
+        return GRU(hidden_size, **options)
+    return SimpleRNN(hidden_size, **options, activation=mode.removeprefix("rnn_"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,8 @@ class RNN:
     final states shaped like PyTorch's `h_n` `[num_layers*D, batch, hidden_size]`, ordered layer-major
     (index `layer * D + direction`); the LSTM returns `LSTMState(h=h_n, c=c_n)`. `carry` takes the same shapes
     (PyTorch's `h_0` / `(h_0, c_0)`). `dropout_rate` drops outputs of every layer but the last when a `key` is
-    given, as PyTorch's `dropout` does in training mode. Params: a tuple with one entry per layer (cell params,
+    given, as PyTorch's `dropout` does in training mode. `matmul_dtype="bfloat16"` opts into bf16 GEMM operands
+    with float32 accumulation, parameters and carries (off by default; see rnnjax.cells). Params: a tuple with one entry per layer (cell params,
     or `BidirectionalParams`), convertible with `from_torch_state_dict` / `to_torch_state_dict`.
 
     >>> import jax, jax.numpy as jnp
@@ -62,6 +65,7 @@ class RNN:
     initializer: str = "pytorch"
     unroll: int = 1
     remat: bool = False
+    matmul_dtype: str | None = None
 
     def __post_init__(self):
         _checks.check_choice("mode", self.mode, MODES)
@@ -72,6 +76,7 @@ class RNN:
             raise TypeError(f"bidirectional must be a bool, got {type(self.bidirectional).__name__}")
         _checks.check_rate("dropout_rate", self.dropout_rate)
         _checks.check_choice("initializer", self.initializer, INITIALIZERS)
+        check_matmul_dtype(self.matmul_dtype)
 
     @property
     def num_directions(self) -> int:
@@ -83,7 +88,7 @@ class RNN:
 
     @property
     def cell(self):
-        return make_cell(self.mode, self.hidden_size, self.initializer)
+        return make_cell(self.mode, self.hidden_size, self.initializer, self.matmul_dtype)
 
     @property
     def stack(self) -> Stack:

@@ -1,6 +1,8 @@
 """Cells: parameter layout, initializers, the step equations against an independent NumPy reference, batch dims,
 dtypes, and bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,13 +25,15 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def numpy_step(cell, params, carry, x):
-    """The PyTorch equations written out in NumPy, independent of rnnjax's code path."""
+def numpy_step(cell, params, carry, x, operand=lambda value: value):
+    """The PyTorch equations written out in NumPy, independent of rnnjax's code path; `operand` maps every GEMM
+    operand (x, h, the weights) before its product, and nothing else."""
     p = {name: np.asarray(value, np.float64) for name, value in params._asdict().items()}
-    x = np.asarray(x, np.float64)
+    p["weight_ih"], p["weight_hh"] = operand(p["weight_ih"]), operand(p["weight_hh"])
+    x = operand(np.asarray(x, np.float64))
     if isinstance(cell, LSTM):
         h, c = (np.asarray(v, np.float64) for v in carry)
-        gates = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
+        gates = x @ p["weight_ih"].T + p["bias_ih"] + operand(h) @ p["weight_hh"].T + p["bias_hh"]
         i, f, g, o = np.split(gates, 4, axis=-1)
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
@@ -40,12 +44,12 @@ def numpy_step(cell, params, carry, x):
         w_hr, w_hz, w_hn = np.split(p["weight_hh"], 3)
         b_ir, b_iz, b_in = np.split(p["bias_ih"], 3)
         b_hr, b_hz, b_hn = np.split(p["bias_hh"], 3)
-        r = sigmoid(x @ w_ir.T + b_ir + h @ w_hr.T + b_hr)
-        z = sigmoid(x @ w_iz.T + b_iz + h @ w_hz.T + b_hz)
-        n = np.tanh(x @ w_in.T + b_in + r * (h @ w_hn.T + b_hn))
+        r = sigmoid(x @ w_ir.T + b_ir + operand(h) @ w_hr.T + b_hr)
+        z = sigmoid(x @ w_iz.T + b_iz + operand(h) @ w_hz.T + b_hz)
+        n = np.tanh(x @ w_in.T + b_in + r * (operand(h) @ w_hn.T + b_hn))
         h = (1 - z) * n + z * h
         return h, h
-    pre = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
+    pre = x @ p["weight_ih"].T + p["bias_ih"] + operand(h) @ p["weight_hh"].T + p["bias_hh"]
     h = np.tanh(pre) if cell.activation == "tanh" else np.maximum(pre, 0)
     return h, h
 
@@ -197,6 +201,26 @@ def test_bfloat16_inputs_and_params_keep_a_float32_carry(name, key):
         np.testing.assert_allclose(y, reference_y, atol=3e-2)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_bfloat16_matmuls_round_only_the_gemm_operands(name, key):
+    """matmul_dtype="bfloat16": the step equals the float32 equations evaluated on bf16-rounded x, h and weights
+    (products accumulated in float32), and the carry, output and parameters stay float32."""
+    cell = CELLS[name]
+    bf16_cell = dataclasses.replace(cell, matmul_dtype="bfloat16")
+    params = with_random_biases(cell.init(key, INPUT), jax.random.key(2))
+    carry = random_carry(cell, jax.random.key(3), (4,))
+    x = jax.random.normal(jax.random.key(1), (4, INPUT))
+    new_carry, y = bf16_cell.step(params, carry, x)
+    assert y.dtype == jnp.float32 and all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_carry))
+
+    def rounded(value):
+        return np.asarray(jnp.asarray(value, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+    expected_y = numpy_step(cell, params, carry, x, operand=rounded)[1]
+    np.testing.assert_allclose(y, expected_y, atol=1e-5, rtol=1e-5)
+    assert not np.allclose(y, numpy_step(cell, params, carry, x)[1], atol=1e-6)  # the rounding did happen
+
+
 # -- bad input -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make, error, match",
@@ -210,6 +234,7 @@ def test_bfloat16_inputs_and_params_keep_a_float32_carry(name, key):
         (lambda: LSTM(4, forget_bias=float("nan")), ValueError, "forget_bias must be finite"),
         (lambda: LSTM(4, forget_bias="1"), TypeError, "forget_bias must be a float"),
         (lambda: LSTM(4).init(jax.random.key(0), 0), ValueError, "input_size must be >= 1"),
+        (lambda: GRU(4, matmul_dtype="int8"), ValueError, "matmul_dtype must be one of"),
     ],
 )
 def test_invalid_configuration(make, error, match):

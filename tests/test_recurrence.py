@@ -1,6 +1,8 @@
 """The hand-written backward pass equals autodiff of the plain `lax.scan` over `recurrent_step`: values, and
 gradients for params, inputs and the initial carry, with and without masks, forward and reverse, every cell."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +59,26 @@ def test_custom_backward_equals_autodiff(cell, lengths, reverse, key):
     projected = cell.project_inputs(params, xs)
     assert_trees_close(scan_recurrence(cell, params, projected, carry, valid, reverse),
                        autodiff_recurrence(cell, params, projected, carry, valid, reverse), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda cell: f"{type(cell).__name__}{getattr(cell, 'activation', '')}")
+def test_custom_backward_with_bfloat16_matmuls_matches_autodiff(cell, key):
+    """matmul_dtype="bfloat16": the forward pass is the plain scan's exactly; the gradients round their GEMM
+    operands at different points than autodiff does, so they agree to bf16 precision, not bit for bit."""
+    cell = dataclasses.replace(cell, matmul_dtype="bfloat16")
+    params = random_like(cell.init(key, FEATURES), seed=1)
+    xs = random_like(jnp.zeros((TIME, BATCH, FEATURES)), seed=2)
+    carry = random_like(cell.initial_carry((BATCH,)), seed=3)
+    valid = jnp.arange(TIME)[:, None] < jnp.asarray([6, 0, 3])[None, :]
+    projected = cell.project_inputs(params, xs)
+    assert_trees_close(scan_recurrence(cell, params, projected, carry, valid, False),
+                       autodiff_recurrence(cell, params, projected, carry, valid, False), atol=0)
+    expected_value, expected_grads = make_loss(autodiff_recurrence, cell, valid, False)(params, xs, carry)
+    value, grads = make_loss(scan_recurrence, cell, valid, False)(params, xs, carry)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+        scale = float(jnp.max(jnp.abs(expected)))
+        np.testing.assert_allclose(got, expected, atol=2e-2 * scale)
 
 
 def test_supports_fused_only_matching_float_dtypes(key):

@@ -1,0 +1,321 @@
+"""The benchmark harness: rnnjax's cells against Flax `nn.RNN` and PyTorch `nn.LSTM/GRU/RNN` in one process, for
+training and inference steps, with compile time, memory, GEMM utilisation and the environment recorded.
+
+    python -m benchmarks.run --preset standard                  # lstm, gru at four shapes, train + infer
+    python -m benchmarks.run --preset parallel-scan             # issue 8: minGRU parallel vs sequential vs T
+    python -m benchmarks.run --cells lstm mingru --shapes 32,100,128,256 --mode train --compare torch
+    python -m benchmarks.run --quick --out /tmp/bq              # every code path in about a minute
+
+Protocol (benchmarks/measure.py): each (cell, shape, mode) group compiles all its variants, then times them in
+interleaved rounds (a warm-up call, then `--repeats` timed calls per variant per round); the rows report median,
+min and max step time, sequences/s and tokens/s, GEMM GFLOP/s (benchmarks/flops.py) against two ceilings measured
+in the same run, compile time, memory, which rnnjax path ran, and per-round speed-ups t(peer) / t(rnnjax).
+`--scan-modes` with more than one mode names the rnnjax variants "rnnjax[auto]", "rnnjax[parallel]", ...
+Peers run when installed and when the cell has a counterpart (minGRU/minLSTM have none); skips are recorded.
+PyTorch is pinned to `$RNNJAX_BENCH_THREADS` threads, else `os.cpu_count()` (XLA's CPU default).
+Writes results.json, results.md (also printed) and PNG plots to `--out` (default benchmarks/results/<timestamp>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+
+import rnnjax
+from benchmarks import environment, flops, measure, report, variants
+from rnnjax.time_loop import UNROLL_MODES
+
+DEFAULTS = {
+    "cells": ["lstm", "gru"],
+    "shapes": [(32, 100, 128, 256)],
+    "mode": "both",
+    "compare": list(variants.PEERS),
+    "dtype": "float32",
+    "rounds": 3,
+    "repeats": 10,
+    "unroll": 1,
+    "scan_modes": ["auto"],
+    "gemm_size": 2048,
+}
+# --quick: small enough for about a minute on 2 cores, yet every code path of the harness: both Flax LSTM cells,
+# Flax GRUCell and SimpleCell (with relu), the three PyTorch modules, a minimal cell on both scan paths.
+QUICK = {
+    "cells": ["lstm", "gru", "rnn_relu", "mingru"],
+    "shapes": [(4, 16, 8, 16)],
+    "rounds": 2,
+    "repeats": 2,
+    "scan_modes": ["auto", "parallel"],
+    "gemm_size": 512,
+}
+PARALLEL_SCAN_LENGTHS = (256, 512, 1024, 2048, 4096)
+PRESETS = {
+    # The four shapes of ../shared/PERFORMANCE-NOTES.md.
+    "standard": {
+        "cells": ["lstm", "gru"],
+        "shapes": [(32, 100, 128, 256), (64, 100, 256, 512), (16, 400, 64, 128), (128, 50, 512, 1024)],
+        "mode": "both",
+        "compare": ["flax", "torch"],
+    },
+    # Issue 8: training-step time against T, minGRU on both paths against GRU and LSTM, all in one group per T.
+    "parallel-scan": {
+        "shapes": [(16, t, 128, 128) for t in PARALLEL_SCAN_LENGTHS],
+        "mode": "train",
+        "compare": [],
+        "variants": [("mingru", "parallel"), ("mingru", "sequential"), ("gru", "sequential"),
+                     ("lstm", "sequential")],
+    },
+}
+QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
+CEILING_REPEATS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One variant of a group: an rnnjax scan mode, or a peer (scan_mode None)."""
+
+    cell: str
+    name: str
+    scan_mode: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Variants timed together in interleaved rounds: one (cell, shape, mode) — or, for the parallel-scan preset,
+    one (shape, mode) across cells."""
+
+    shape: tuple[int, int, int, int]
+    step: str
+    entries: tuple[Entry, ...]
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected B,T,D,H positive ints, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--cells", nargs="+", choices=rnnjax.CELL_MODES, help="default: lstm gru")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="B,T,D,H", help="default: 32,100,128,256")
+    parser.add_argument("--mode", choices=("train", "infer", "both"), help="default: both")
+    parser.add_argument("--compare", nargs="*", choices=variants.PEERS, help="peers (default: flax torch; none "
+                        "when given without names)")
+    parser.add_argument("--dtype", choices=tuple(measure.DTYPES), help="GEMM operand dtype (default: float32)")
+    parser.add_argument("--out", help="output directory (default: benchmarks/results/<timestamp>)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (default 3; --quick 2)")
+    parser.add_argument("--repeats", type=positive_int, help="timed calls per variant per round (default 10)")
+    parser.add_argument("--unroll", type=positive_int, help="lax.scan unroll factor, rnnjax and Flax (default 1)")
+    parser.add_argument("--scan-modes", nargs="+", choices=UNROLL_MODES, help="rnnjax unroll modes (default auto)")
+    parser.add_argument("--gemm-size", type=positive_int, help="n of the large-GEMM ceiling (default 2048)")
+    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: every code path quickly")
+    parser.add_argument("--preset", choices=tuple(PRESETS))
+    return parser
+
+
+def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The run's configuration: explicit flags, else the preset's, else --quick's, else the defaults (--quick also
+    shrinks a preset's shapes)."""
+    preset = PRESETS.get(args.preset, {})
+    if args.preset == "parallel-scan":
+        for flag, value in (("--cells", args.cells), ("--scan-modes", args.scan_modes), ("--compare", args.compare)):
+            if value is not None:
+                parser.error(f"--preset parallel-scan fixes its variants (minGRU parallel/sequential, GRU, LSTM); "
+                             f"drop {flag}")
+    quick = QUICK if args.quick else {}
+    config = {}
+    for key, default in DEFAULTS.items():
+        explicit = getattr(args, key)
+        if explicit is not None:
+            config[key] = explicit
+        elif key == "shapes" and args.quick and args.preset:
+            config[key] = QUICK_PRESET_SHAPES[args.preset]
+        elif key in preset:
+            config[key] = preset[key]
+        elif key in quick:
+            config[key] = quick[key]
+        else:
+            config[key] = default
+    config["scan_modes"] = list(dict.fromkeys(config["scan_modes"]))
+    config["preset"] = args.preset
+    config["quick"] = args.quick
+    config["variants"] = preset.get("variants")
+    config["out"] = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                             time.strftime("%Y%m%d-%H%M%S"))
+    if config["dtype"] != "float32" and not variants.has_matmul_dtype():
+        parser.error(f"--dtype {config['dtype']} needs rnnjax.make_cell(..., matmul_dtype=...), which this rnnjax "
+                     "does not have yet")
+    return config
+
+
+def plan(config: dict) -> tuple[list[Group], list[dict]]:
+    """The groups to time and the peer variants skipped (not installed, or no counterpart for the cell)."""
+    steps = ("train", "infer") if config["mode"] == "both" else (config["mode"],)
+    if config["variants"]:
+        entries = tuple(Entry(cell, "rnnjax" if cell in ("gru", "lstm") else f"rnnjax[{scan}]", scan)
+                        for cell, scan in config["variants"])
+        return [Group(shape, step, entries) for shape in config["shapes"] for step in steps], []
+    skipped = []
+    installed = {peer: variants.available(peer) for peer in config["compare"]}
+    groups = []
+    for cell in config["cells"]:
+        entries = [Entry(cell, "rnnjax" if len(config["scan_modes"]) == 1 else f"rnnjax[{scan}]", scan)
+                   for scan in config["scan_modes"]]
+        for peer, present in installed.items():
+            names = variants.peer_names(cell, peer)
+            if not present:
+                skipped.append({"cell": cell, "variant": peer, "reason": f"{peer} is not installed"})
+            elif not names:
+                skipped.append({"cell": cell, "variant": peer, "reason": f"{peer} has no counterpart of {cell}"})
+            else:
+                entries += [Entry(cell, name) for name in names]
+        groups += [Group(shape, step, tuple(entries)) for shape in config["shapes"] for step in steps]
+    return groups, skipped
+
+
+def build(entry: Entry, spec: variants.Spec) -> variants.Variant:
+    if entry.scan_mode is not None:
+        return variants.rnnjax_variant(spec, entry.scan_mode, entry.name)
+    return variants.peer_variant(spec, entry.name)
+
+
+def group_rows(group: Group, index: int, config: dict, ceilings: dict, drifts: dict,
+               skipped: list[dict]) -> list[dict]:
+    """Builds, compiles and times one group; returns its rows (ratios included)."""
+    batch, time_steps, input_size, hidden_size = group.shape
+    built = {}
+    for entry in group.entries:
+        spec = variants.Spec(entry.cell, group.step, *group.shape, dtype=config["dtype"], unroll=config["unroll"])
+        try:
+            built[entry] = (spec, build(entry, spec))
+        except variants.Skip as skip:
+            skipped.append({"cell": entry.cell, "shape": spec.shape, "mode": group.step, "variant": entry.name,
+                            "reason": str(skip)})
+    seconds = measure.interleaved_rounds({entry: variant.run for entry, (_, variant) in built.items()},
+                                         config["rounds"], config["repeats"])
+    cross_cell = len({entry.cell for entry in built}) > 1
+    rows = []
+    for entry, (spec, variant) in built.items():
+        timing = measure.summarize(seconds[entry])
+        median_s = timing["median_ms"] / 1e3
+        step_flops = flops.step_flops(entry.cell, group.step, batch, time_steps, input_size, hidden_size)
+        in_loop = in_loop_ceiling(entry.cell, group.shape, config, ceilings)
+        gflops = step_flops / median_s / 1e9
+        row = {
+            "cell": entry.cell, "shape": spec.shape, "batch": batch, "time": time_steps, "input_size": input_size,
+            "hidden_size": hidden_size, "mode": group.step, "dtype": config["dtype"], "variant": variant.name,
+            "framework": variant.framework, "group": index, **timing,
+            "per_round_ms": [[t * 1e3 for t in round_] for round_ in seconds[entry]],
+            "sequences_per_s": batch / median_s, "tokens_per_s": batch * time_steps / median_s,
+            "flops": step_flops, "gflops": gflops,
+            "pct_of_gemm_ceiling": 100 * gflops / ceilings["gemm"]["gflops"],
+            "pct_of_in_loop_ceiling": None if in_loop is None else 100 * gflops / in_loop["gflops"],
+            "in_loop_ceiling_gflops": None if in_loop is None else in_loop["gflops"],
+            "compile_s": variant.compile_s,
+            "memory": {"compiled": variant.memory, "peak": measure.peak_memory()},
+            "info": variant.info,
+        }
+        if variant.framework == "rnnjax" and config["dtype"] != "float32":
+            key = (entry.cell, spec.shape)
+            if key not in drifts:
+                drifts[key] = dict(variants.bf16_drift(spec, entry.scan_mode), cell=entry.cell, shape=spec.shape)
+            row["bf16_drift"] = drifts[key]
+        rows.append(row)
+    for row in rows:
+        if row["framework"] == "rnnjax":
+            this = row["per_round_median_ms"]
+            row["speedup_vs"] = {report.label(other, cross_cell): measure.ratios(other["per_round_median_ms"], this)
+                                 for other in rows if other is not row}
+    return rows
+
+
+def in_loop_ceiling(cell: str, shape: tuple, config: dict, ceilings: dict) -> dict | None:
+    """The in-loop GEMM ceiling of the cell's recurrent GEMM at this shape (cached); None for the minimal cells."""
+    if not flops.has_recurrent_gemm(cell):
+        return None
+    batch, time_steps, _, hidden_size = shape
+    width = flops.gate_width(cell, hidden_size)
+    key = (batch, hidden_size, width, time_steps, config["dtype"])
+    if key not in ceilings["in_loop_cache"]:
+        ceiling = measure.in_loop_gemm_ceiling(batch, hidden_size, width, time_steps, config["dtype"],
+                                               CEILING_REPEATS)
+        ceilings["in_loop_cache"][key] = ceiling
+        ceilings["in_loop"].append(ceiling)
+    return ceilings["in_loop_cache"][key]
+
+
+def _progress(rows: list[dict]) -> str:
+    first = rows[0]
+    times = ", ".join(f"{r['variant'] if r['cell'] == first['cell'] else r['cell'] + ' ' + r['variant']} "
+                      f"{r['median_ms']:.1f} ms" for r in rows)
+    return f"{first['cell']} {first['shape']} {first['mode']}: {times}"
+
+
+def main(argv=None) -> dict:
+    parser = make_parser()
+    config = resolve(parser, parser.parse_args(argv))
+    start = time.perf_counter()
+    threads = environment.thread_count()
+    if "torch" in config["compare"] and variants.available("torch"):
+        variants.configure_torch(threads)
+    env = environment.collect(threads)
+    groups, skipped = plan(config)
+    ceilings = {"gemm": measure.gemm_ceiling(config["gemm_size"], config["dtype"], CEILING_REPEATS),
+                "in_loop": [], "in_loop_cache": {}}
+    rows, drifts = [], {}
+    for k, group in enumerate(groups):
+        new_rows = group_rows(group, k, config, ceilings, drifts, skipped)
+        rows += new_rows
+        if new_rows:
+            print(f"[{k + 1}/{len(groups)}] {_progress(new_rows)}", flush=True)
+    del ceilings["in_loop_cache"]
+    results = {
+        "config": {key: value for key, value in config.items()},
+        "environment": env,
+        "flop_model": flops.MODEL,
+        "ceilings": ceilings,
+        "rows": rows,
+        "skipped": skipped,
+        "bf16_drift": list(drifts.values()),
+        "summary": {"scan": report.scan_summaries(rows), "compile_vs_time": report.compile_summaries(rows),
+                    "median_speedups": median_speedups(rows)},
+        "load_average_at_end": environment.load_average(),
+    }
+    results["wall_s"] = time.perf_counter() - start
+    report.write(results, config["out"])
+    print(report.markdown(results), flush=True)
+    print(f"wrote {results['files']['json']}, {results['files']['markdown']} and {len(results['files']['plots'])} "
+          f"plots in {results['wall_s']:.0f} s", flush=True)
+    return results
+
+
+def median_speedups(rows: list[dict]) -> dict:
+    """Per (cell, mode, rnnjax variant, other variant): the median over shapes of the median per-shape speed-up."""
+    collected = {}
+    for row in rows:
+        for other, ratio in row.get("speedup_vs", {}).items():
+            collected.setdefault(f"{row['cell']} {row['mode']} {row['variant']} vs {other}", []).append(
+                ratio["median"])
+    return {key: statistics.median(values) for key, values in collected.items()}
+
+
+if __name__ == "__main__":
+    main()
