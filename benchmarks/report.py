@@ -102,8 +102,11 @@ def _number(value, digits: int = 1) -> str:
 
 def _path(row: dict) -> str:
     info = row["info"]
-    if row["framework"] != "rnnjax":
-        return info.get("module", "nn.RNN") if row["framework"] == "torch" else "nn.RNN scan"
+    if row["framework"] == "torch":
+        autocast = f", autocast {info['autocast']} -> {info['output_dtype']} out" if info.get("autocast") else ""
+        return info["module"] + autocast
+    if row["framework"] == "flax":
+        return "nn.RNN scan" + (f", dtype {info['compute_dtype']}" if info["compute_dtype"] != "float32" else "")
     parts = [info["path"]]
     if info.get("custom_backward"):
         parts.append("custom bwd")
@@ -309,10 +312,12 @@ def _speedup_panel(ax, cell: str, mode: str, selected: list[dict]) -> None:
             ratio = r.get("speedup_vs", {}).get(other) if r["variant"] == variant else None
             if ratio is not None:
                 x = shapes.index(r["shape"]) + (k - (len(pairs) - 1) / 2) * width
-                ax.bar(x, ratio["median"], width, color=f"C{k % 10}", label=f"{variant} vs {other}")
+                # Bars start at 1 (parity): up when rnnjax is faster, down when slower.
+                ax.bar(x, ratio["median"] - 1.0, width, bottom=1.0, color=f"C{k % 10}", label=f"{variant} vs {other}")
                 ax.plot([x] * len(ratio["per_round"]), ratio["per_round"], "k.", markersize=3)
     ax.axhline(1.0, color="gray", linewidth=1)
     _shape_axis(ax, shapes)
+    ax.set_yscale("log")  # ratios: 0.5x and 2x sit equally far from 1
     ax.set_ylabel("speed-up")
     ax.set_title(f"{cell} {mode}", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()

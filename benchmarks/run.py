@@ -8,8 +8,13 @@ training and inference steps, with compile time, memory, GEMM utilisation and th
 
 Protocol (benchmarks/measure.py): each (cell, shape, mode) group compiles all its variants, then times them in
 interleaved rounds (a warm-up call, then `--repeats` timed calls per variant per round); the rows report median,
-min and max step time, sequences/s and tokens/s, GEMM GFLOP/s (benchmarks/flops.py) against two ceilings measured
-in the same run, compile time, memory, which rnnjax path ran, and per-round speed-ups t(peer) / t(rnnjax).
+min and max step time, sequences/s and tokens/s, GEMM GFLOP/s against two ceilings measured in the same run (a
+large GEMM; the recurrent GEMM [B,H]@[H,G] repeated T times in a loop), compile time, memory, which rnnjax path ran,
+and per-round speed-ups t(peer) / t(rnnjax).
+
+FLOP model (benchmarks/flops.py, also in results.json): GEMM FLOPs only, G = gates*H (lstm 4, gru 3, rnn 1;
+mingru 2 and minlstm 3 from x only); forward 2*B*T*G*(D+H) (minimal cells 2*B*T*G*D); training adds the backward
+dW_ih 2BTGD + dW_hh 2BTGH + dh 2BTGH (minimal cells: dW_ih only; no input gradient).
 `--scan-modes` with more than one mode names the rnnjax variants "rnnjax[auto]", "rnnjax[parallel]", ...
 Peers run when installed and when the cell has a counterpart (minGRU/minLSTM have none); skips are recorded.
 PyTorch is pinned to `$RNNJAX_BENCH_THREADS` threads, else `os.cpu_count()` (XLA's CPU default).
@@ -64,8 +69,8 @@ PRESETS = {
         "shapes": [(16, t, 128, 128) for t in PARALLEL_SCAN_LENGTHS],
         "mode": "train",
         "compare": [],
-        "variants": [("mingru", "parallel"), ("mingru", "sequential"), ("gru", "sequential"),
-                     ("lstm", "sequential")],
+        "variants": [("mingru", "parallel", "rnnjax[parallel]"), ("mingru", "sequential", "rnnjax[sequential]"),
+                     ("gru", "sequential", "rnnjax"), ("lstm", "sequential", "rnnjax")],  # (cell, scan mode, name)
     },
 }
 QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
@@ -170,8 +175,7 @@ def plan(config: dict) -> tuple[list[Group], list[dict]]:
     """The groups to time and the peer variants skipped (not installed, or no counterpart for the cell)."""
     steps = ("train", "infer") if config["mode"] == "both" else (config["mode"],)
     if config["variants"]:
-        entries = tuple(Entry(cell, "rnnjax" if cell in ("gru", "lstm") else f"rnnjax[{scan}]", scan)
-                        for cell, scan in config["variants"])
+        entries = tuple(Entry(cell, name, scan) for cell, scan, name in config["variants"])
         return [Group(shape, step, entries) for shape in config["shapes"] for step in steps], []
     skipped = []
     installed = {peer: variants.available(peer) for peer in config["compare"]}
@@ -269,6 +273,16 @@ def _progress(rows: list[dict]) -> str:
     return f"{first['cell']} {first['shape']} {first['mode']}: {times}"
 
 
+def median_speedups(rows: list[dict]) -> dict:
+    """Per (cell, mode, rnnjax variant, other variant): the median over shapes of the median per-shape speed-up."""
+    collected = {}
+    for row in rows:
+        for other, ratio in row.get("speedup_vs", {}).items():
+            collected.setdefault(f"{row['cell']} {row['mode']} {row['variant']} vs {other}", []).append(
+                ratio["median"])
+    return {key: statistics.median(values) for key, values in collected.items()}
+
+
 def main(argv=None) -> dict:
     parser = make_parser()
     config = resolve(parser, parser.parse_args(argv))
@@ -287,8 +301,11 @@ def main(argv=None) -> dict:
         if new_rows:
             print(f"[{k + 1}/{len(groups)}] {_progress(new_rows)}", flush=True)
     del ceilings["in_loop_cache"]
+    env["rnnjax_paths"] = [  # which path every rnnjax variant ran, next to the rest of the environment
+        {"cell": r["cell"], "shape": r["shape"], "mode": r["mode"], "variant": r["variant"], **r["info"]}
+        for r in rows if r["framework"] == "rnnjax"]
     results = {
-        "config": {key: value for key, value in config.items()},
+        "config": dict(config),
         "environment": env,
         "flop_model": flops.MODEL,
         "ceilings": ceilings,
@@ -305,16 +322,6 @@ def main(argv=None) -> dict:
     print(f"wrote {results['files']['json']}, {results['files']['markdown']} and {len(results['files']['plots'])} "
           f"plots in {results['wall_s']:.0f} s", flush=True)
     return results
-
-
-def median_speedups(rows: list[dict]) -> dict:
-    """Per (cell, mode, rnnjax variant, other variant): the median over shapes of the median per-shape speed-up."""
-    collected = {}
-    for row in rows:
-        for other, ratio in row.get("speedup_vs", {}).items():
-            collected.setdefault(f"{row['cell']} {row['mode']} {row['variant']} vs {other}", []).append(
-                ratio["median"])
-    return {key: statistics.median(values) for key, values in collected.items()}
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ Training step = forward over the whole sequence, loss = mean(y²) (in float32), 
 PyTorch: zero_grad, forward, `loss.backward()`, `clip_grad_norm_(1.0)`, Adam step. Inference step = forward only
 (JAX: jitted; PyTorch: under `torch.inference_mode()`). Every variant of a cell sees the same inputs `[B, T, D]`
 (float32; bfloat16 is a compute dtype: rnnjax's `matmul_dtype`, Flax cells' `dtype` with float32 params, PyTorch's
-`autocast`). A one-layer `rnnjax.RNN(mode, D, H)` is `Recurrent(make_cell(mode, H))`, i.e. exactly `unroll` over
-the cell, which is what the rnnjax variant runs so that it can pick the scan mode.
+`autocast`), and every JAX variant's parameters are drawn from PyTorch's U(±1/sqrt(H)) (`random_params`; PyTorch's
+modules keep their own default init, the same distribution). A one-layer `rnnjax.RNN(mode, D, H)` is
+`Recurrent(make_cell(mode, H))`, i.e. exactly `unroll` over the cell, which is what the rnnjax variant runs so that
+it can pick the scan mode.
 """
 
 from __future__ import annotations
@@ -94,7 +96,19 @@ def has_matmul_dtype() -> bool:
 
 
 def inputs(spec: Spec) -> jax.Array:
-    return jax.random.normal(jax.random.key(1), (spec.batch, spec.time, spec.input_size))
+    """Standard normal `[B, T, D]` float32 inputs, the same for every variant (numpy: nothing to compile)."""
+    rng = np.random.default_rng(1)
+    return jnp.asarray(rng.standard_normal((spec.batch, spec.time, spec.input_size), dtype=np.float32))
+
+
+def random_params(shapes, hidden_size: int, seed: int = 0):
+    """Every leaf of `shapes` (`jax.ShapeDtypeStruct`s) drawn from U(±1/sqrt(H)), PyTorch's default for its RNNs,
+    so every variant starts from the same distribution. Drawn with numpy: the values do not change the work of a
+    step, and running each framework's own initializer would compile it (seconds per variant on CPU)."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(hidden_size)
+    return jax.tree.map(
+        lambda leaf: jnp.asarray(rng.uniform(-bound, bound, leaf.shape).astype(np.float32), dtype=leaf.dtype), shapes)
 
 
 def peer_names(cell: str, peer: str) -> list[str]:
@@ -110,8 +124,9 @@ def _loss(ys):
 
 
 def jax_variant(name: str, framework: str, spec: Spec, init: Callable, apply: Callable, xs, info: dict) -> Variant:
-    """Compiles the train or infer step of `apply(params, xs) -> ys` and returns it as a `Variant`."""
-    params = init()
+    """Compiles the train or infer step of `apply(params, xs) -> ys`, with params shaped like `init()`'s (traced,
+    never run: `random_params`), and returns it as a `Variant`."""
+    params = random_params(jax.eval_shape(init), spec.hidden_size)
     if spec.step == "infer":
         compiled, seconds = measure.compile_timed(jax.jit(apply), params, xs)
 
@@ -193,20 +208,8 @@ def flax_variant(spec: Spec, cell_name: str) -> Variant:
         # must keep its dtype, so start from a carry in the compute dtype.
         carry = jnp.zeros((spec.batch, spec.hidden_size), measure.DTYPES[spec.dtype])
     info = {"unroll": spec.unroll, "compute_dtype": spec.dtype, "param_dtype": "float32"}
-
-    def init():
-        # nn.RNN's params are its cell's under "cell": initialising the cell on one step skips compiling the
-        # scan of `module.init` (seconds per variant on CPU); checked against the module's own parameter shapes.
-        expected = jax.eval_shape(lambda: module.init(jax.random.key(0), xs, initial_carry=carry))
-        step_carry = module.cell.initialize_carry(jax.random.key(1), xs[:, 0].shape) if carry is None else carry
-        cell_params = jax.jit(module.cell.init)(jax.random.key(0), step_carry, xs[:, 0])["params"]
-        params = {"params": {"cell": cell_params}}
-        if jax.tree.structure(params) != jax.tree.structure(expected) or jax.tree.map(
-                lambda a, b: a.shape != b.shape, params, expected) != jax.tree.map(lambda a: False, expected):
-            return jax.jit(lambda: module.init(jax.random.key(0), xs, initial_carry=carry))()
-        return params
-
-    return jax_variant(f"flax[{cell_name}]", "flax", spec, init,
+    return jax_variant(f"flax[{cell_name}]", "flax", spec,
+                       lambda: module.init(jax.random.key(0), xs, initial_carry=carry),
                        lambda params, xs: module.apply(params, xs, initial_carry=carry), xs, info)
 
 
@@ -232,6 +235,18 @@ def torch_variant(spec: Spec) -> Variant:
             return contextlib.nullcontext()
         return torch.autocast(device, dtype=getattr(torch, spec.dtype))
 
+    output_dtype = "float32"
+    if spec.dtype != "float32":
+        # One probe forward: autocast may fail (torch 2.13's CPU nn.LSTM: "could not create a primitive descriptor
+        # for the LSTM forward propagation primitive", a known regression) or leave a module in float32 (nn.GRU is
+        # not on autocast's list); both are recorded rather than hidden.
+        try:
+            with torch.no_grad(), autocast():
+                output_dtype = str(module(xs)[0].dtype).removeprefix("torch.")
+        except RuntimeError as error:
+            raise Skip(f"torch.autocast({device!r}, {spec.dtype}) torch.nn.{module_name} failed: "
+                       f"{str(error).splitlines()[0]}") from error
+
     if spec.step == "infer":
         def run():
             with torch.inference_mode(), autocast():
@@ -250,7 +265,7 @@ def torch_variant(spec: Spec) -> Variant:
             sync()
 
     info = {"module": f"torch.nn.{module_name}", "device": device, "threads": torch.get_num_threads(),
-            "autocast": None if spec.dtype == "float32" else spec.dtype}
+            "autocast": None if spec.dtype == "float32" else spec.dtype, "output_dtype": output_dtype}
     return Variant("torch", "torch", run, None, None, info)
 
 

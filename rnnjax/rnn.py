@@ -45,8 +45,9 @@ class RNN:
     (index `layer * D + direction`); the LSTM returns `LSTMState(h=h_n, c=c_n)`. `carry` takes the same shapes
     (PyTorch's `h_0` / `(h_0, c_0)`). `dropout_rate` drops outputs of every layer but the last when a `key` is
     given, as PyTorch's `dropout` does in training mode. `matmul_dtype="bfloat16"` opts into bf16 GEMM operands
-    with float32 accumulation, parameters and carries (off by default; see rnnjax.cells). Params: a tuple with one entry per layer (cell params,
-    or `BidirectionalParams`), convertible with `from_torch_state_dict` / `to_torch_state_dict`.
+    with float32 accumulation, parameters and carries (off by default; see rnnjax.cells). Params: a tuple with
+    one entry per layer (cell params, or `BidirectionalParams`), convertible with `from_torch_state_dict` /
+    `to_torch_state_dict`.
 
     >>> import jax, jax.numpy as jnp
     >>> model = RNN("lstm", input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
