@@ -18,7 +18,7 @@ import numpy as np
 from rnnjax import _checks
 from rnnjax.cells import compute_dtype
 from rnnjax.minimal_cells import supports_parallel
-from rnnjax.recurrence import scan_recurrence
+from rnnjax.recurrence import fused_unroll
 from rnnjax.recurrence import supports_fused
 
 UNROLL_MODES = ("auto", "sequential", "parallel")
@@ -249,7 +249,8 @@ def unroll(
                 carry = jax.tree.map(lambda leaf: leaf[None], carry)
         carry_dtypes = jax.tree.map(lambda leaf: leaf.dtype, carry)
 
-        projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps: [time, batch, G*H]
+        # Shape and dtype of the input projection `[time, batch, G*H]`; each path computes the projection itself.
+        projected = jax.eval_shape(cell.project_inputs, params, xs_time_major)
 
         if lengths is None:
             valid = None
@@ -264,11 +265,12 @@ def unroll(
             # `remat` and `unroll` do not apply: the scan has no per-step body, and recomputing it whole in the
             # backward pass left the compiled peak unchanged (the backward needs the scan's levels either way).
             with jax.named_scope("parallel"):
+                projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps
                 hs = _parallel_unroll(cell, params, projected, carry, valid, reverse).astype(carry.dtype)
             final_carry = hs[0] if reverse else hs[-1]
             ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
         elif backward != "autodiff" and not remat and supports_fused(cell, params, projected, carry):
-            final_carry, ys = scan_recurrence(cell, params, projected, carry, valid, reverse, unroll)
+            final_carry, ys = fused_unroll(cell, params, xs_time_major, carry, valid, reverse, unroll)
         else:
             if backward == "custom":
                 raise ValueError(
@@ -292,6 +294,7 @@ def unroll(
 
             if remat:
                 step = jax.checkpoint(step)
+            projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps
             final_carry, ys = jax.lax.scan(step, carry, (projected, valid), reverse=reverse, unroll=unroll)
 
         if unbatched:

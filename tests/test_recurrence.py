@@ -14,6 +14,7 @@ from helpers import random_like
 from rnnjax.cells import GRU
 from rnnjax.cells import LSTM
 from rnnjax.cells import SimpleRNN
+from rnnjax.recurrence import fused_unroll
 from rnnjax.recurrence import scan_recurrence
 from rnnjax.recurrence import supports_fused
 
@@ -79,6 +80,36 @@ def test_custom_backward_with_bfloat16_matmuls_matches_autodiff(cell, key):
     for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
         scale = float(jnp.max(jnp.abs(expected)))
         np.testing.assert_allclose(got, expected, atol=2e-2 * scale)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda cell: f"{type(cell).__name__}{getattr(cell, 'activation', '')}")
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_fused_unroll_projects_inside_the_loop_for_inference_and_before_it_for_gradients(cell, reverse, key):
+    """`fused_unroll`'s undifferentiated path (input GEMM inside the loop) and its differentiated path (one
+    projection GEMM, then the hand-written recurrence) both equal the plain scan over the projected inputs; the
+    gradients w.r.t. params, raw inputs and carry equal autodiff of that scan."""
+    params = random_like(cell.init(key, FEATURES), seed=1)
+    xs = random_like(jnp.zeros((TIME, BATCH, FEATURES)), seed=2)
+    carry = random_like(cell.initial_carry((BATCH,)), seed=3)
+    valid = jnp.arange(TIME)[:, None] < jnp.asarray([6, 0, 3])[None, :]
+    expected = autodiff_recurrence(cell, params, cell.project_inputs(params, xs), carry, valid, reverse)
+    inference = jax.jit(fused_unroll, static_argnums=(0, 5))(cell, params, xs, carry, valid, reverse)
+    assert_trees_close(inference, expected, atol=1e-6)
+
+    def loss(recurrence):
+        def value(params, xs, carry):
+            final_carry, ys = recurrence(cell, params, xs, carry)
+            weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+            return jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final_carry))
+
+        return jax.jit(jax.value_and_grad(value, argnums=(0, 1, 2)), compiler_options=FAST_COMPILE)
+
+    expected_value, expected_grads = loss(lambda cell, params, xs, carry: autodiff_recurrence(
+        cell, params, cell.project_inputs(params, xs), carry, valid, reverse))(params, xs, carry)
+    value, grads = loss(lambda cell, params, xs, carry: fused_unroll(cell, params, xs, carry, valid, reverse))(
+        params, xs, carry)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    assert_trees_close(grads, expected_grads, atol=1e-5, rtol=1e-5)
 
 
 def test_supports_fused_only_matching_float_dtypes(key):

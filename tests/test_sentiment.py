@@ -64,6 +64,11 @@ def test_command_line():
     config = sentiment.parse_config(["--preset", "sst2", "--seeds", "2", "--no-bidirectional"])
     assert config.dataset == "sst2" and config.seeds == 2 and not config.bidirectional
     assert config.embedding_size == 300
+    # The measured settings of the README's table (dev-selected, see the comments at PRESETS).
+    phrases = sentiment.parse_config(["--preset", "sst2-phrases"])
+    assert (phrases.dataset, phrases.batch_size, phrases.epochs, phrases.num_buckets) == ("sst2_phrases", 100, 3, 8)
+    fine = sentiment.parse_config(["--preset", "sst5", "--epochs", "4"])
+    assert (fine.dataset, fine.batch_size, fine.epochs) == ("sst5", 25, 4)
     with pytest.raises(SystemExit):
         sentiment.parse_config(["--no-such-flag", "1"])
     with pytest.raises(ValueError, match="pooling must be one of"):
