@@ -38,6 +38,24 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# ISA extensions that decide the GEMM rate (float32 vector width, bf16/int8 dot products, AMX tiles).
+MATMUL_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_isa_flags(cpuinfo_path: str = "/proc/cpuinfo") -> list[str] | None:
+    """Which of MATMUL_ISA_FLAGS the CPU reports (Linux /proc/cpuinfo `flags`), None where there is no cpuinfo. A
+    CPU without avx512_bf16/amx_bf16 has no bfloat16 arithmetic: `--dtype bfloat16` then measures emulation."""
+    try:
+        with open(cpuinfo_path) as file:
+            for line in file:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in MATMUL_ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return None
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(value, 2) for value in os.getloadavg()]
@@ -65,6 +83,7 @@ def collect(threads: int) -> dict:
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS"),
         "cpu_model": cpu_model(),
+        "cpu_isa_flags": cpu_isa_flags(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "threads": {

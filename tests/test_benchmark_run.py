@@ -9,11 +9,11 @@ import os
 import jax
 import pytest
 
-from benchmarks import flops, measure, report, run, variants
+from benchmarks import environment, flops, measure, report, run, variants
 
 TINY = ["--rounds", "1", "--repeats", "1", "--gemm-size", "32"]
-ENV_FIELDS = {"device_kind", "platform", "device_count", "versions", "python", "xla_flags", "cpu_model", "threads",
-              "load_average_at_start"}
+ENV_FIELDS = {"device_kind", "platform", "device_count", "versions", "python", "xla_flags", "cpu_model",
+              "cpu_isa_flags", "threads", "load_average_at_start"}
 
 
 def installed_peers(cell):
@@ -256,3 +256,10 @@ def test_parallel_scan_preset_on_tiny_lengths(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "Crossover vs mingru rnnjax[sequential]" in table and "| mingru rnnjax[parallel] (parallel" in table
     assert os.path.exists(tmp_path / "scan_mingru_infer_B2_D3_H3.png")
+
+
+def test_cpu_isa_flags_reads_the_matmul_relevant_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 sha_ni\n")
+    assert environment.cpu_isa_flags(str(cpuinfo)) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert environment.cpu_isa_flags(str(tmp_path / "missing")) is None
