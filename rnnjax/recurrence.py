@@ -60,10 +60,15 @@ def _operand(x, matmul_dtype):
     return x if matmul_dtype is None else x.astype(matmul_dtype)
 
 
-def _matmul(x, weight, matmul_dtype):
-    """`x @ weight^T` for PyTorch's [out, in] layout, accumulated in `x`'s dtype; `weight` is already an operand
-    (rounded once before the loop rather than once per step)."""
-    return jnp.matmul(_operand(x, matmul_dtype), weight.T, preferred_element_type=x.dtype)
+def _loop_weight(weight, matmul_dtype):
+    """`weight^T` `[in, out]`, rounded to the operand dtype, made once before a loop: a transpose inside the loop
+    body is redone every step (1.3x slower inference at (16,400,64,128); benchmarks/NOTES.md)."""
+    return _operand(weight, matmul_dtype).T
+
+
+def _matmul(x, weight_t, matmul_dtype):
+    """`x @ weight_t` with `weight_t` from `_loop_weight`, accumulated in `x`'s dtype."""
+    return jnp.matmul(_operand(x, matmul_dtype), weight_t, preferred_element_type=x.dtype)
 
 
 def _matmul_transposed(dgates, weight, matmul_dtype):
@@ -79,11 +84,11 @@ def _sum_over_steps(dgates, inputs, matmul_dtype):
 
 # -- SimpleRNN ----------------------------------------------------------------------------------------------------
 def _rnn_forward(activation, reverse, unroll, matmul_dtype, weight_hh, projected, h0, valid):
-    weight = _operand(weight_hh, matmul_dtype)
+    weight_t = _loop_weight(weight_hh, matmul_dtype)
 
     def step(h, inputs):
         projected_x, valid_t = inputs
-        new_h = projected_x + _matmul(h, weight, matmul_dtype)
+        new_h = projected_x + _matmul(h, weight_t, matmul_dtype)
         new_h = jnp.tanh(new_h) if activation == "tanh" else jax.nn.relu(new_h)
         held = _mask(valid_t, new_h, h)
         return held, (_mask(valid_t, new_h, jnp.zeros_like(new_h)), h, new_h)
@@ -119,12 +124,12 @@ _rnn.defvjp(lambda *args: _rnn_forward(*args), _rnn_backward)
 
 # -- LSTM ---------------------------------------------------------------------------------------------------------
 def _lstm_forward(reverse, unroll, matmul_dtype, weight_hh, projected, h0, c0, valid):
-    weight = _operand(weight_hh, matmul_dtype)
+    weight_t = _loop_weight(weight_hh, matmul_dtype)
 
     def step(carry, inputs):
         h, c = carry
         projected_x, valid_t = inputs
-        gates = projected_x + _matmul(h, weight, matmul_dtype)
+        gates = projected_x + _matmul(h, weight_t, matmul_dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         new_c = f * c + i * g
@@ -175,12 +180,12 @@ _lstm.defvjp(lambda *args: _lstm_forward(*args), _lstm_backward)
 
 # -- GRU ----------------------------------------------------------------------------------------------------------
 def _gru_forward(reverse, unroll, matmul_dtype, weight_hh, bias_hn, projected, h0, valid):
-    weight = _operand(weight_hh, matmul_dtype)
+    weight_t = _loop_weight(weight_hh, matmul_dtype)
 
     def step(h, inputs):
         projected_x, valid_t = inputs
         x_r, x_z, x_n = jnp.split(projected_x, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(_matmul(h, weight, matmul_dtype), 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(_matmul(h, weight_t, matmul_dtype), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         h_n = h_n + bias_hn[None]  # explicit broadcast: the library runs under rank-promotion=raise
@@ -254,9 +259,14 @@ def _projected_recurrence(cell, reverse, unroll, params, bias, xs, carry, valid)
     # The primal runs only when nothing differentiates it (inference): the input GEMM stays inside the loop, so the
     # gate fusion reads the dense outputs of two dots instead of a slice of a precomputed [time, batch, G*H]
     # projection (1.3-1.6x faster inference, benchmarks/NOTES.md; Flax's layout).
+    # Transposed once here; inside the step `.T` gives the [out, in] layout back, and the cell's own `x @ W^T`
+    # cancels it, so no transpose runs per step (see `_loop_weight`).
+    weights_t = jax.lax.optimization_barrier((params.weight_ih.T, params.weight_hh.T))
+
     def step(carry, inputs):
         x, valid_t = inputs
-        new_carry, y = cell.recurrent_step(params, carry, _project(cell, params, bias, x))
+        loop_params = params._replace(weight_ih=weights_t[0].T, weight_hh=weights_t[1].T)
+        new_carry, y = cell.recurrent_step(loop_params, carry, _project(cell, loop_params, bias, x))
         if valid_t is not None:
             new_carry = jax.tree.map(lambda new, old: _mask(valid_t, new, old), new_carry, carry)
             y = _mask(valid_t, y, jnp.zeros_like(y))
