@@ -137,6 +137,14 @@ def _speedups(row: dict) -> str:
                      for name, ratio in row["speedup_vs"].items())
 
 
+def _host_memory(env: dict) -> str:
+    setting = env.get("host_memory")  # absent in results written before the harness recorded it
+    if not setting:
+        return "not recorded"
+    text = "freed memory retained (rnnjax.retain_freed_memory)" if setting["retained"] else "C allocator defaults"
+    return text + (f", LD_PRELOAD={setting['ld_preload']}" if setting.get("ld_preload") else "")
+
+
 def markdown(results: dict) -> str:
     rows = results["rows"]
     env = results["environment"]
@@ -148,7 +156,7 @@ def markdown(results: dict) -> str:
         f"{env['threads']['pinned']} threads; jax {env['versions']['jax']}, flax {env['versions']['flax']}, "
         f"torch {env['versions']['torch']}; dtype {config['dtype']}; rounds {config['rounds']} x repeats "
         f"{config['repeats']}; load average {env['load_average_at_start']} at start, "
-        f"{results['load_average_at_end']} at end.",
+        f"{results['load_average_at_end']} at end; host memory: {_host_memory(env)}.",
         "",
         *_busy_warning(env, results),
         "Speed-up = t(other) / t(rnnjax variant), median and per round (> 1: rnnjax faster). GFLOP/s counts GEMM "

@@ -31,6 +31,7 @@ import time
 
 import rnnjax
 from benchmarks import environment, flops, measure, report, variants
+from rnnjax import host_memory
 from rnnjax.time_loop import UNROLL_MODES
 
 DEFAULTS = {
@@ -44,6 +45,7 @@ DEFAULTS = {
     "unroll": 1,
     "scan_modes": ["auto"],
     "gemm_size": 2048,
+    "host_memory": "retain",
 }
 # --quick: small enough for about a minute on 2 cores, yet every code path of the harness: both Flax LSTM cells,
 # Flax GRUCell and SimpleCell (with relu), the three PyTorch modules, a minimal cell on both scan paths.
@@ -131,6 +133,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unroll", type=positive_int, help="lax.scan unroll factor, rnnjax and Flax (default 1)")
     parser.add_argument("--scan-modes", nargs="+", choices=UNROLL_MODES, help="rnnjax unroll modes (default auto)")
     parser.add_argument("--gemm-size", type=positive_int, help="n of the large-GEMM ceiling (default 2048)")
+    parser.add_argument("--host-memory", choices=("retain", "system"),
+                        help="retain (default): rnnjax.retain_freed_memory() before anything runs, so that no "
+                             "framework's per-call buffers page-fault; system: the C allocator's defaults")
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: every code path quickly")
     parser.add_argument("--preset", choices=tuple(PRESETS))
     return parser
@@ -287,10 +292,14 @@ def main(argv=None) -> dict:
     parser = make_parser()
     config = resolve(parser, parser.parse_args(argv))
     start = time.perf_counter()
+    # Process-wide, so every variant (rnnjax, Flax, PyTorch) runs under the same allocator settings.
+    retained = config["host_memory"] == "retain" and rnnjax.retain_freed_memory()
     threads = environment.thread_count()
     if "torch" in config["compare"] and variants.available("torch"):
         variants.configure_torch(threads)
     env = environment.collect(threads)
+    env["host_memory"] = {"requested": config["host_memory"], "retained": retained,
+                          "glibc": host_memory.glibc_version(), "ld_preload": os.environ.get("LD_PRELOAD")}
     groups, skipped = plan(config)
     ceilings = {"gemm": measure.gemm_ceiling(config["gemm_size"], config["dtype"], CEILING_REPEATS),
                 "in_loop": [], "in_loop_cache": {}}

@@ -640,6 +640,7 @@ def parse_config(argv=None) -> Config:
 
 def main(argv=None) -> dict:
     config = parse_config(argv)
+    rnnjax.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
     print(json.dumps({"config": dataclasses.asdict(config), "cells": list(config.cell_names),
                       "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}))
     return run(config)

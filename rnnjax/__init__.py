@@ -29,6 +29,7 @@ from rnnjax.rnn import MODES
 from rnnjax.rnn import RNN
 from rnnjax.rnn import make_cell
 from rnnjax.time_loop import unroll
+from rnnjax.host_memory import retain_freed_memory
 from rnnjax.corpora import CORPORA
 from rnnjax.corpora import CorpusText
 from rnnjax.corpora import DownloadError
@@ -198,6 +199,7 @@ __all__ = [
     "read_text",
     "repeat_last",
     "replicate",
+    "retain_freed_memory",
     "revin_denormalize",
     "revin_normalize",
     "sample",

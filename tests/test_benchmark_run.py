@@ -61,6 +61,9 @@ def test_cli_end_to_end_train_and_infer(tmp_path, capsys):
     assert {"jax", "jaxlib", "flax", "optax", "torch"} <= set(results["environment"]["versions"])
     assert results["ceilings"]["gemm"]["gflops"] > 0 and len(results["ceilings"]["in_loop"]) == 2  # G = 4H, 3H
     assert results["flop_model"] == flops.MODEL
+    host_memory = results["environment"]["host_memory"]
+    assert host_memory["requested"] == "retain"
+    assert host_memory["retained"] == (host_memory["glibc"] is not None)
 
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["rows"][0]["variant"] == "rnnjax" and written["environment"]["platform"] == jax.devices()[0].platform
@@ -71,6 +74,17 @@ def test_cli_end_to_end_train_and_infer(tmp_path, capsys):
         assert {"speedup_train.png", "speedup_infer.png"} <= set(os.listdir(tmp_path))
     assert all(os.path.getsize(path) > 0 for path in results["files"]["plots"])
     assert "| gru | 2,3,4,5 | infer | rnnjax |" in capsys.readouterr().out
+    if host_memory["retained"]:
+        assert "host memory: freed memory retained" in table
+
+
+def test_host_memory_system_leaves_the_allocator_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(run.rnnjax, "retain_freed_memory", lambda: pytest.fail("allocator changed"))
+    results = run.main(["--cells", "gru", "--shapes", "2,3,4,5", "--mode", "infer", "--compare", "--host-memory",
+                        "system", "--out", str(tmp_path), *TINY])
+    assert results["environment"]["host_memory"]["requested"] == "system"
+    assert results["environment"]["host_memory"]["retained"] is False
+    assert "host memory: C allocator defaults" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
