@@ -9,7 +9,7 @@ that is ~18 of a 44 ms LSTM training step (benchmarks/NOTES.md, approach 7).
 
 `retain_freed_memory()` tells glibc (`mallopt`) to serve blocks up to `threshold_bytes` from the heap, to keep up
 to twice that of freed memory instead of trimming it, and to use one arena, so that the next call reuses the same
-pages: LSTM training steps 1.2-1.7x faster on CPU, the same effect as running under tcmalloc
+pages: LSTM and GRU training steps 1.2-1.75x faster on CPU, the same effect as running under tcmalloc
 (`LD_PRELOAD=libtcmalloc_minimal.so.4`) or with `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` /
 `MALLOC_ARENA_MAX` in the environment. The cost: the process keeps its peak heap instead of shrinking after a
 large step (it does not allocate more than it did), and threads share one arena (contention only for programs
