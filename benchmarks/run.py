@@ -293,7 +293,7 @@ def main(argv=None) -> dict:
     config = resolve(parser, parser.parse_args(argv))
     start = time.perf_counter()
     # Process-wide, so every variant (rnnjax, Flax, PyTorch) runs under the same allocator settings.
-    retained = config["host_memory"] == "retain" and rnnjax.retain_freed_memory()
+    retained = config["host_memory"] == "retain" and host_memory.retain_freed_memory()
     threads = environment.thread_count()
     if "torch" in config["compare"] and variants.available("torch"):
         variants.configure_torch(threads)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from rnnjax._checks import check_positive_int
+
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -54,10 +56,9 @@ def retain_freed_memory(threshold_bytes: int = DEFAULT_THRESHOLD_BYTES, *, singl
     that stays in the process. `single_arena`: serve every thread from the main arena, which is the only one that
     can hold blocks above 64 MiB (XLA allocates from its worker threads).
     """
-    if isinstance(threshold_bytes, bool) or not isinstance(threshold_bytes, int):
-        raise TypeError(f"threshold_bytes must be an int, got {type(threshold_bytes).__name__}")
-    if not 0 < threshold_bytes <= 1 << 30:
-        raise ValueError(f"threshold_bytes must be in (0, 2**30] (mallopt takes a C int), got {threshold_bytes}")
+    threshold_bytes = check_positive_int("threshold_bytes", threshold_bytes)
+    if threshold_bytes > 1 << 30:
+        raise ValueError(f"threshold_bytes must be at most 2**30 (mallopt takes a C int), got {threshold_bytes}")
     if glibc_version() is None:
         return False
     mallopt = _mallopt()

@@ -79,7 +79,7 @@ def test_cli_end_to_end_train_and_infer(tmp_path, capsys):
 
 
 def test_host_memory_system_leaves_the_allocator_alone(tmp_path, monkeypatch):
-    monkeypatch.setattr(run.rnnjax, "retain_freed_memory", lambda: pytest.fail("allocator changed"))
+    monkeypatch.setattr(run.host_memory, "retain_freed_memory", lambda: pytest.fail("allocator changed"))
     results = run.main(["--cells", "gru", "--shapes", "2,3,4,5", "--mode", "infer", "--compare", "--host-memory",
                         "system", "--out", str(tmp_path), *TINY])
     assert results["environment"]["host_memory"]["requested"] == "system"

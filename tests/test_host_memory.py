@@ -54,7 +54,7 @@ def test_sets_thresholds_and_arena(monkeypatch):
         calls.append((parameter, value))
         return 1
 
-    monkeypatch.setattr(host_memory, "_mallopt", lambda: _Recorder(mallopt))
+    monkeypatch.setattr(host_memory, "_mallopt", lambda: mallopt)
     assert host_memory.retain_freed_memory(1 << 28) is True
     assert calls == [(host_memory.M_MMAP_THRESHOLD, 1 << 28), (host_memory.M_TRIM_THRESHOLD, 1 << 29),
                      (host_memory.M_TOP_PAD, 1 << 26), (host_memory.M_ARENA_MAX, 1)]
@@ -66,7 +66,7 @@ def test_sets_thresholds_and_arena(monkeypatch):
 
 @needs_glibc
 def test_refused_setting_is_an_error(monkeypatch):
-    monkeypatch.setattr(host_memory, "_mallopt", lambda: _Recorder(lambda parameter, value: 0))
+    monkeypatch.setattr(host_memory, "_mallopt", lambda: lambda parameter, value: 0)
     with pytest.raises(OSError, match="mallopt"):
         host_memory.retain_freed_memory()
 
@@ -84,12 +84,3 @@ def test_bad_threshold(threshold, error):
     with pytest.raises(error, match="threshold_bytes"):
         host_memory.retain_freed_memory(threshold)
 
-
-class _Recorder:
-    """Stands in for the ctypes function: accepts argtypes/restype and forwards calls."""
-
-    def __init__(self, function):
-        self.function = function
-
-    def __call__(self, *args):
-        return self.function(*args)
