@@ -12,6 +12,7 @@ import os
 
 PARALLEL = "rnnjax[parallel]"
 SEQUENTIAL = "rnnjax[sequential]"
+SEQUENTIAL_PATHS = ("sequential", "fused")  # `rnnjax.unroll_path`'s names of the sequential scan's two paths
 
 
 def label(row: dict, cross_cell: bool) -> str:
@@ -50,7 +51,7 @@ def scan_summaries(rows: list[dict]) -> list[dict]:
             if r["group"] in groups and r not in fast_rows:
                 name = f"{r['cell']} {r['variant']}"
                 others.setdefault(name, {})[r["time"]] = r["median_ms"]
-                if r["cell"] == cell and r["framework"] == "rnnjax" and r["info"].get("path") == "sequential":
+                if r["cell"] == cell and r["framework"] == "rnnjax" and r["info"].get("path") in SEQUENTIAL_PATHS:
                     sequential.append(name)
         if not others:
             continue
@@ -108,6 +109,8 @@ def _path(row: dict) -> str:
     if row["framework"] == "flax":
         return "nn.RNN scan" + (f", dtype {info['compute_dtype']}" if info["compute_dtype"] != "float32" else "")
     parts = [info["path"]]
+    if info["path"] == "parallel" and info.get("scan_space"):
+        parts.append(f"{info['scan_space']} space")
     if info.get("custom_backward"):
         parts.append("custom bwd")
     elif info.get("custom_backward") is False:
@@ -141,7 +144,7 @@ def _host_memory(env: dict) -> str:
     setting = env.get("host_memory")  # absent in results written before the harness recorded it
     if not setting:
         return "not recorded"
-    text = "freed memory retained (rnnjax.retain_freed_memory)" if setting["retained"] else "C allocator defaults"
+    text = "freed memory retained (rnnjax.train.retain_freed_memory)" if setting["retained"] else "C allocator defaults"
     return text + (f", LD_PRELOAD={setting['ld_preload']}" if setting.get("ld_preload") else "")
 
 

@@ -2,9 +2,11 @@
 training and inference steps, with compile time, memory, GEMM utilisation and the environment recorded.
 
     python -m benchmarks.run --preset standard                  # lstm, gru at four shapes, train + infer
+    python -m benchmarks.run --preset train-step                # lstm, gru training: custom vs autodiff backward
     python -m benchmarks.run --preset parallel-scan             # issue 8: minGRU parallel vs sequential vs T
     python -m benchmarks.run --cells lstm mingru --shapes 32,100,128,256 --mode train --compare torch
     python -m benchmarks.run --quick --out /tmp/bq              # every code path in about a minute
+    python -m benchmarks.run --preset train-step --quick        # any preset at small shapes, under a minute
 
 Protocol (benchmarks/measure.py): each (cell, shape, mode) group compiles all its variants, then times them in
 interleaved rounds (a warm-up call, then `--repeats` timed calls per variant per round); the rows report median,
@@ -15,7 +17,11 @@ and per-round speed-ups t(peer) / t(rnnjax).
 FLOP model (benchmarks/flops.py, also in results.json): GEMM FLOPs only, G = gates*H (lstm 4, gru 3, rnn 1;
 mingru 2 and minlstm 3 from x only); forward 2*B*T*G*(D+H) (minimal cells 2*B*T*G*D); training adds the backward
 dW_ih 2BTGD + dW_hh 2BTGH + dh 2BTGH (minimal cells: dW_ih only; no input gradient).
-`--scan-modes` with more than one mode names the rnnjax variants "rnnjax[auto]", "rnnjax[parallel]", ...
+`--scan-modes` with more than one mode names the rnnjax variants "rnnjax[auto]", "rnnjax[parallel]", ...;
+`--backward auto autodiff` adds "rnnjax[autodiff]" (`unroll(backward="autodiff")`: autodiff of the plain `lax.scan`,
+the baseline of the hand-written backward pass), `--scan-space log linear` adds the minimal cells' linear-space
+parallel scan ("rnnjax[parallel,linear]"). Every rnnjax row records the path `rnnjax.unroll_path` reports
+("parallel", "fused": sequential with the hand-written backward pass, or "sequential": autodiff of `lax.scan`).
 Peers run when installed and when the cell has a counterpart (minGRU/minLSTM have none); skips are recorded.
 PyTorch is pinned to `$RNNJAX_BENCH_THREADS` threads, else `os.cpu_count()` (XLA's CPU default).
 Writes results.json, results.md (also printed) and PNG plots to `--out` (default benchmarks/results/<timestamp>).
@@ -31,8 +37,9 @@ import time
 
 import rnnjax
 from benchmarks import environment, flops, measure, report, variants
-from rnnjax import host_memory
-from rnnjax.time_loop import UNROLL_MODES
+from rnnjax.minimal_cells import SCAN_SPACES
+from rnnjax.time_loop import BACKWARDS
+from rnnjax.train import host_memory
 
 DEFAULTS = {
     "cells": ["lstm", "gru"],
@@ -44,6 +51,8 @@ DEFAULTS = {
     "repeats": 10,
     "unroll": 1,
     "scan_modes": ["auto"],
+    "backwards": ["auto"],
+    "scan_spaces": ["log"],
     "gemm_size": 2048,
     "host_memory": "retain",
 }
@@ -65,8 +74,20 @@ PRESETS = {
         "shapes": [(32, 100, 128, 256), (64, 100, 256, 512), (16, 400, 64, 128), (128, 50, 512, 1024)],
         "mode": "both",
         "compare": ["flax", "torch"],
+        "scan_modes": ["auto"],
     },
-    # Issue 8: training-step time against T, minGRU on both paths against GRU and LSTM, all in one group per T.
+    # What the hand-written backward pass buys, and the training step against Flax and PyTorch (the former
+    # benchmarks/train_step.py): rnnjax (backward="auto": the fused path) and rnnjax[autodiff] in every group.
+    "train-step": {
+        "cells": ["lstm", "gru"],
+        "shapes": [(32, 100, 128, 256), (16, 400, 64, 128)],
+        "mode": "train",
+        "compare": ["flax", "torch"],
+        "scan_modes": ["auto"],
+        "backwards": ["auto", "autodiff"],
+    },
+    # Issue 8 (and the former benchmarks/parallel_scan.py): training-step time against T, minGRU on both paths
+    # against GRU and LSTM, all in one group per T; `--scan-space log linear` adds the linear-space parallel scan.
     "parallel-scan": {
         "shapes": [(16, t, 128, 128) for t in PARALLEL_SCAN_LENGTHS],
         "mode": "train",
@@ -75,17 +96,21 @@ PRESETS = {
                      ("gru", "sequential", "rnnjax"), ("lstm", "sequential", "rnnjax")],  # (cell, scan mode, name)
     },
 }
-QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
+QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "train-step": [(4, 16, 8, 16)],
+                       "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
 CEILING_REPEATS = 5
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One variant of a group: an rnnjax scan mode, or a peer (scan_mode None)."""
+    """One variant of a group: rnnjax with a scan mode, backward pass and (minimal cells) scan space, or a peer
+    (scan_mode None)."""
 
     cell: str
     name: str
     scan_mode: str | None = None
+    backward: str = "auto"
+    scan_space: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,13 +156,22 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (default 3; --quick 2)")
     parser.add_argument("--repeats", type=positive_int, help="timed calls per variant per round (default 10)")
     parser.add_argument("--unroll", type=positive_int, help="lax.scan unroll factor, rnnjax and Flax (default 1)")
-    parser.add_argument("--scan-modes", nargs="+", choices=UNROLL_MODES, help="rnnjax unroll modes (default auto)")
+    parser.add_argument("--scan-modes", nargs="+", choices=rnnjax.SCANS,
+                        help="rnnjax scans, unroll(scan=...) (default auto)")
+    parser.add_argument("--backward", dest="backwards", nargs="+", choices=BACKWARDS,
+                        help="rnnjax backward passes, unroll(backward=...) (default auto; train-step preset: auto "
+                             "autodiff)")
+    parser.add_argument("--scan-space", dest="scan_spaces", nargs="+", choices=SCAN_SPACES,
+                        help="parallel scan space of the minimal cells, MinGRU/MinLSTM(scan_space=...) (default log)")
     parser.add_argument("--gemm-size", type=positive_int, help="n of the large-GEMM ceiling (default 2048)")
     parser.add_argument("--host-memory", choices=("retain", "system"),
-                        help="retain (default): rnnjax.retain_freed_memory() before anything runs, so that no "
+                        help="retain (default): rnnjax.train.retain_freed_memory() before anything runs, so that no "
                              "framework's per-call buffers page-fault; system: the C allocator's defaults")
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds: every code path quickly")
-    parser.add_argument("--preset", choices=tuple(PRESETS))
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="standard: lstm, gru at four shapes, train + infer, vs flax and torch; train-step: lstm, "
+                             "gru training steps, rnnjax and rnnjax[autodiff] vs flax and torch; parallel-scan: minGRU "
+                             "parallel/sequential vs gru, lstm at T = 256 ... 4096 (with --quick: small shapes)")
     return parser
 
 
@@ -146,7 +180,8 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     shrinks a preset's shapes)."""
     preset = PRESETS.get(args.preset, {})
     if args.preset == "parallel-scan":
-        for flag, value in (("--cells", args.cells), ("--scan-modes", args.scan_modes), ("--compare", args.compare)):
+        for flag, value in (("--cells", args.cells), ("--scan-modes", args.scan_modes), ("--compare", args.compare),
+                            ("--backward", args.backwards)):
             if value is not None:
                 parser.error(f"--preset parallel-scan fixes its variants (minGRU parallel/sequential, GRU, LSTM); "
                              f"drop {flag}")
@@ -164,7 +199,8 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
             config[key] = quick[key]
         else:
             config[key] = default
-    config["scan_modes"] = list(dict.fromkeys(config["scan_modes"]))
+    for key in ("scan_modes", "backwards", "scan_spaces"):
+        config[key] = list(dict.fromkeys(config[key]))
     config["preset"] = args.preset
     config["quick"] = args.quick
     config["variants"] = preset.get("variants")
@@ -180,14 +216,14 @@ def plan(config: dict) -> tuple[list[Group], list[dict]]:
     """The groups to time and the peer variants skipped (not installed, or no counterpart for the cell)."""
     steps = ("train", "infer") if config["mode"] == "both" else (config["mode"],)
     if config["variants"]:
-        entries = tuple(Entry(cell, name, scan) for cell, scan, name in config["variants"])
+        entries = tuple(entry for cell, scan, name in config["variants"]
+                        for entry in rnnjax_entries(cell, name, [scan], config["backwards"], config))
         return [Group(shape, step, entries) for shape in config["shapes"] for step in steps], []
     skipped = []
     installed = {peer: variants.available(peer) for peer in config["compare"]}
     groups = []
     for cell in config["cells"]:
-        entries = [Entry(cell, "rnnjax" if len(config["scan_modes"]) == 1 else f"rnnjax[{scan}]", scan)
-                   for scan in config["scan_modes"]]
+        entries = rnnjax_entries(cell, "rnnjax", config["scan_modes"], config["backwards"], config)
         for peer, present in installed.items():
             names = variants.peer_names(cell, peer)
             if not present:
@@ -200,9 +236,37 @@ def plan(config: dict) -> tuple[list[Group], list[dict]]:
     return groups, skipped
 
 
+def tagged(name: str, tags: list[str]) -> str:
+    """`name` with `tags` added inside its brackets: ("rnnjax", ["autodiff"]) -> "rnnjax[autodiff]",
+    ("rnnjax[parallel]", ["linear"]) -> "rnnjax[parallel,linear]"."""
+    if not tags:
+        return name
+    if name.endswith("]"):
+        return f"{name[:-1]},{','.join(tags)}]"
+    return f"{name}[{','.join(tags)}]"
+
+
+def rnnjax_entries(cell: str, name: str, scans: list[str], backwards: list[str], config: dict) -> list[Entry]:
+    """The rnnjax variants of `cell`: every scan x backward pass, and for a cell with a parallel scan every scan space
+    on the scans that may run it (not "sequential"). Named `name` tagged with what varies: the scan when several
+    are asked for, a backward pass other than "auto" and a scan space other than "log" when several are."""
+    spaces = config["scan_spaces"]
+    has_space = variants.has_scan_space(cell)
+    entries = []
+    for scan in scans:
+        for backward in backwards:
+            space_varies = has_space and scan != "sequential" and len(spaces) > 1
+            for space in (spaces if space_varies else spaces[:1]):
+                tags = [scan] if len(scans) > 1 else []
+                tags += [backward] if len(backwards) > 1 and backward != "auto" else []
+                tags += [space] if space_varies and space != "log" else []
+                entries.append(Entry(cell, tagged(name, tags), scan, backward, space if has_space else None))
+    return entries
+
+
 def build(entry: Entry, spec: variants.Spec) -> variants.Variant:
     if entry.scan_mode is not None:
-        return variants.rnnjax_variant(spec, entry.scan_mode, entry.name)
+        return variants.rnnjax_variant(spec, entry.scan_mode, entry.name, entry.backward, entry.scan_space)
     return variants.peer_variant(spec, entry.name)
 
 
@@ -245,7 +309,8 @@ def group_rows(group: Group, index: int, config: dict, ceilings: dict, drifts: d
         if variant.framework == "rnnjax" and config["dtype"] != "float32":
             key = (entry.cell, spec.shape)
             if key not in drifts:
-                drifts[key] = dict(variants.bf16_drift(spec, entry.scan_mode), cell=entry.cell, shape=spec.shape)
+                drifts[key] = dict(variants.bf16_drift(spec, entry.scan_mode, entry.backward, entry.scan_space),
+                                   cell=entry.cell, shape=spec.shape)
             row["bf16_drift"] = drifts[key]
         rows.append(row)
     for row in rows:

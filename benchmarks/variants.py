@@ -1,5 +1,6 @@
-"""The variants a benchmark times, each a ready-to-call step: rnnjax (`make_cell` + `unroll`, one per scan mode),
-Flax `nn.RNN` over its LSTM/GRU/Simple cells, PyTorch `nn.LSTM`/`nn.GRU`/`nn.RNN`.
+"""The variants a benchmark times, each a ready-to-call step: rnnjax (`make_cell` + `unroll`, one per scan mode,
+backward pass and scan space asked for), Flax `nn.RNN` over its LSTM/GRU/Simple cells, PyTorch
+`nn.LSTM`/`nn.GRU`/`nn.RNN`.
 
 Training step = forward over the whole sequence, loss = mean(y²) (in float32), gradient w.r.t. the parameters only,
 `optax.chain(clip_by_global_norm(1.0), adam(1e-3))` update; JAX: one `jit` with params and optimizer state donated;
@@ -9,7 +10,8 @@ PyTorch: zero_grad, forward, `loss.backward()`, `clip_grad_norm_(1.0)`, Adam ste
 `autocast`), and every JAX variant's parameters are drawn from PyTorch's U(±1/sqrt(H)) (`random_params`; PyTorch's
 modules keep their own default init, the same distribution). A one-layer `rnnjax.RNN(mode, D, H)` is
 `Recurrent(make_cell(mode, H))`, i.e. exactly `unroll` over the cell, which is what the rnnjax variant runs so that
-it can pick the scan mode.
+it can pick the scan (`unroll(scan=...)`), the backward pass (`unroll(backward=...)`) and, for the minimal cells,
+the parallel scan's space (`MinGRU/MinLSTM(scan_space=...)`). Which path ran is what `rnnjax.unroll_path` reports.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import optax
 
 import rnnjax
 from benchmarks import measure
-from rnnjax.cells import compute_dtype
-from rnnjax.recurrence import supports_fused
 
 # rnnjax mode -> the Flax cells (class names in flax.linen) that compute the same recurrence
 FLAX_CELLS = {
@@ -95,6 +95,11 @@ def has_matmul_dtype() -> bool:
     return "matmul_dtype" in inspect.signature(rnnjax.make_cell).parameters
 
 
+def has_scan_space(cell: str) -> bool:
+    """Whether the cell mode has a parallel scan with a choice of space (`scan_space`: the minimal cells)."""
+    return hasattr(rnnjax.make_cell(cell, 1), "scan_space")
+
+
 def inputs(spec: Spec) -> jax.Array:
     """Standard normal `[B, T, D]` float32 inputs, the same for every variant (numpy: nothing to compile)."""
     rng = np.random.default_rng(1)
@@ -153,40 +158,46 @@ def jax_variant(name: str, framework: str, spec: Spec, init: Callable, apply: Ca
     return Variant(name, framework, run, seconds, measure.compiled_memory(compiled), info)
 
 
-def make_rnnjax_cell(cell: str, hidden_size: int, dtype: str):
+def make_rnnjax_cell(cell: str, hidden_size: int, dtype: str, scan_space: str | None = None):
+    """`rnnjax.make_cell(cell, hidden_size)`, with bfloat16 GEMM operands for `dtype="bfloat16"` and, for the
+    minimal cells (the only ones with a parallel scan), `scan_space` ("log" or "linear"; None keeps the default)."""
     if dtype == "float32":
-        return rnnjax.make_cell(cell, hidden_size)
-    if not has_matmul_dtype():
+        made = rnnjax.make_cell(cell, hidden_size)
+    elif not has_matmul_dtype():
         raise RuntimeError(f"--dtype {dtype} needs rnnjax.make_cell(..., matmul_dtype=...), which this rnnjax "
                            "does not have yet")
-    return rnnjax.make_cell(cell, hidden_size, matmul_dtype=dtype)
+    else:
+        made = rnnjax.make_cell(cell, hidden_size, matmul_dtype=dtype)
+    if scan_space is not None and hasattr(made, "scan_space"):
+        made = dataclasses.replace(made, scan_space=scan_space)
+    return made
 
 
-def rnnjax_paths(cell, params, xs, scan_mode: str) -> dict:
-    """Which path `unroll(cell, params, xs, mode=scan_mode)` runs and whether its hand-written backward pass does
-    (`unroll`'s own rule for backward="auto": sequential path, no remat, `recurrence.supports_fused`)."""
-    path = rnnjax.unroll_path(cell, params, xs, mode=scan_mode)
-    dtype = compute_dtype(xs.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
-    projected = jax.eval_shape(lambda p, xs: cell.project_inputs(p, jnp.swapaxes(xs, 0, 1)), params, xs)
-    carry = jax.eval_shape(lambda: cell.initial_carry((xs.shape[0],), dtype))
-    custom = path == "sequential" and supports_fused(cell, params, projected, carry)
-    return {"path": path, "custom_backward": bool(custom)}
+def rnnjax_paths(cell, params, xs, scan_mode: str, backward: str = "auto") -> dict:
+    """Which path `unroll(cell, params, xs, scan=scan_mode, backward=backward)` runs, as the library reports it
+    (`rnnjax.unroll_path`: "parallel", "fused" = the sequential scan with the hand-written backward pass, or
+    "sequential" = autodiff of the plain `lax.scan`), and `custom_backward` = whether that is the fused path."""
+    path = rnnjax.unroll_path(cell, params, xs, scan=scan_mode, backward=backward)
+    return {"path": path, "custom_backward": path == "fused"}
 
 
-def rnnjax_variant(spec: Spec, scan_mode: str, name: str = "rnnjax") -> Variant:
-    cell = make_rnnjax_cell(spec.cell, spec.hidden_size, spec.dtype)
+def rnnjax_variant(spec: Spec, scan_mode: str, name: str = "rnnjax", backward: str = "auto",
+                   scan_space: str | None = None) -> Variant:
+    cell = make_rnnjax_cell(spec.cell, spec.hidden_size, spec.dtype, scan_space)
     xs = inputs(spec)
     init = lambda: cell.init(jax.random.key(0), spec.input_size)  # noqa: E731
     try:
-        paths = rnnjax_paths(cell, jax.eval_shape(init), xs, scan_mode)
-    except ValueError as error:  # e.g. mode="parallel" on a cell that reads its carry, or over the memory guard
+        paths = rnnjax_paths(cell, jax.eval_shape(init), xs, scan_mode, backward)
+    except ValueError as error:
+        # e.g. scan="parallel" on a cell that reads its carry or over the memory guard, backward="custom" on a
+        # cell without a fused kernel
         raise Skip(str(error)) from error
 
     def apply(params, xs):
-        return rnnjax.unroll(cell, params, xs, mode=scan_mode, unroll=spec.unroll)[0]
+        return rnnjax.unroll(cell, params, xs, scan=scan_mode, backward=backward, unroll=spec.unroll)[0]
 
-    info = dict(paths, scan_mode=scan_mode, unroll=spec.unroll,
-                matmul_dtype=None if spec.dtype == "float32" else spec.dtype)
+    info = dict(paths, scan_mode=scan_mode, backward=backward, scan_space=getattr(cell, "scan_space", None),
+                unroll=spec.unroll, matmul_dtype=None if spec.dtype == "float32" else spec.dtype)
     if spec.step == "infer":
         info["custom_backward"] = None  # no backward pass in an inference step
     return jax_variant(name, "rnnjax", spec, init, apply, xs, info)
@@ -277,16 +288,16 @@ def peer_variant(spec: Spec, name: str) -> Variant:
 
 
 # -- numerics -----------------------------------------------------------------------------------------------------
-def bf16_drift(spec: Spec, scan_mode: str) -> dict:
+def bf16_drift(spec: Spec, scan_mode: str, backward: str = "auto", scan_space: str | None = None) -> dict:
     """How far rnnjax's forward outputs move with bfloat16 GEMM operands: max |y_bf16 - y_f32| over the same params
     and inputs, absolute and relative to max |y_f32|."""
     xs = inputs(spec)
-    reference = rnnjax.make_cell(spec.cell, spec.hidden_size)
-    low = make_rnnjax_cell(spec.cell, spec.hidden_size, spec.dtype)
+    reference = make_rnnjax_cell(spec.cell, spec.hidden_size, "float32", scan_space)
+    low = make_rnnjax_cell(spec.cell, spec.hidden_size, spec.dtype, scan_space)
     params = reference.init(jax.random.key(0), spec.input_size)
 
     def forward(cell):
-        return jax.jit(lambda p, xs: rnnjax.unroll(cell, p, xs, mode=scan_mode)[0])(params, xs)
+        return jax.jit(lambda p, xs: rnnjax.unroll(cell, p, xs, scan=scan_mode, backward=backward)[0])(params, xs)
 
     y32, ylow = forward(reference), forward(low)
     max_abs = float(jnp.max(jnp.abs(ylow.astype(jnp.float32) - y32)))

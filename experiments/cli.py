@@ -7,11 +7,16 @@ import argparse
 import dataclasses
 
 
+def command_name(config_type) -> str:
+    """What a user types to run the experiment that owns `config_type`: `python -m experiments.<task>`."""
+    return "python -m " + config_type.__module__.removesuffix(".train")
+
+
 def parse_config_flags(config_type, argv, description: str, presets: dict | None = None,
                        quick: dict | None = None):
     """`config_type(**(preset | flags given))`. `presets` adds `--preset NAME`; `quick` adds a `--quick` switch
     that selects that preset. Flags not given keep the preset's value, else the dataclass default."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog=command_name(config_type), description=description, allow_abbrev=False)
     if presets is not None:
         parser.add_argument("--preset", choices=sorted(presets), default=None)
     if quick is not None:

@@ -48,7 +48,7 @@ import rnnjax
 from experiments.cli import parse_config_flags
 from experiments.quickstart import TRIVIAL_MSE, adding_problem
 from rnnjax import _checks
-from rnnjax.cells import GRU, LSTM, SimpleRNN
+from rnnjax.cells import SimpleRNN
 from rnnjax.minimal_cells import MinGRU, MinLSTM
 
 CLASSIC_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
@@ -240,19 +240,13 @@ def make_task(config: Config, name: str, time: int) -> Task:
 
 
 # -- cells and the perturbable time loop -------------------------------------------------------------------------------
-def make_experiment_cell(name: str, config: Config):
-    """The cell spec for a name in CLASSIC_CELLS + MINIMAL_CELLS, with the config's size and initializer."""
-    hidden = config.hidden_size
-    if name == "lstm":
-        return LSTM(hidden, config.initializer, forget_bias=config.forget_bias)
-    if name == "gru":
-        return GRU(hidden, config.initializer)
-    if name in ("rnn_tanh", "rnn_relu"):
-        return SimpleRNN(hidden, config.initializer, activation=name.removeprefix("rnn_"))
-    types = minimal_cell_types()
-    if name in types:
-        return types[name](hidden_size=hidden)  # its own default initialisation
-    raise ValueError(f"unknown or unavailable cell {name!r}; choose from {CLASSIC_CELLS + tuple(types)}")
+def config_cell(name: str, config: Config):
+    """`rnnjax.make_cell(name, ...)` with the config's size; the classic cells take the config's initializer and
+    the LSTM its forget bias, the minimal cells keep their own default initialisation (nn.Linear's)."""
+    if name in MINIMAL_CELLS:
+        return rnnjax.make_cell(name, config.hidden_size)
+    cell = rnnjax.make_cell(name, config.hidden_size, config.initializer)
+    return dataclasses.replace(cell, forget_bias=config.forget_bias) if name == "lstm" else cell
 
 
 def _hidden(carry):
@@ -340,8 +334,8 @@ def _chunk_lengths(steps: int, chunk: int) -> list[int]:
 
 def train_seeds(cell, task: Task, optimizer: optax.GradientTransformation, params, config: Config, steps: int,
                 batch_size: int, data_keys: jax.Array, state_keys: jax.Array, record_steps: bool = False):
-    """Trains the stacked `params` (leading axis: seed) with `rnnjax.train_step_fn` vmapped over seeds, `log_every`
-    steps per jitted `lax.scan` chunk; batches are drawn inside the step from `fold_in(data_key, step)`.
+    """Trains the stacked `params` (leading axis: seed) with `rnnjax.train.train_step_fn` vmapped over seeds,
+    `log_every` steps per jitted `lax.scan` chunk; batches are drawn inside the step from `fold_in(data_key, step)`.
 
     Returns `(params, history)`: history holds per chunk the mean loss and max pre-clip gradient norm per seed
     (`[chunks, seeds]`), and with `record_steps` also every step's `grad_norm`, `loss`, `finite` (`[steps, seeds]`).
@@ -353,8 +347,8 @@ def train_seeds(cell, task: Task, optimizer: optax.GradientTransformation, param
         loss, metric = task.loss(apply_model(cell, model_params, xs), targets)
         return loss, (carry, {"metric": metric})
 
-    train_step = rnnjax.train_step_fn(loss_fn, optimizer)
-    states = jax.vmap(lambda p, k: rnnjax.create_train_state(p, optimizer, k))(params, state_keys)
+    train_step = rnnjax.train.train_step_fn(loss_fn, optimizer)
+    states = jax.vmap(lambda p, k: rnnjax.train.create_train_state(p, optimizer, k))(params, state_keys)
 
     @functools.partial(jax.jit, static_argnums=2, compiler_options=config.compiler_options)
     def run_chunk(states, data_keys, length):
@@ -399,8 +393,8 @@ def evaluate_seeds(cell, task: Task, params, xs, targets, config: Config) -> np.
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
-    return rnnjax.make_optimizer(rnnjax.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
-                                                        max_grad_norm=config.max_grad_norm))
+    return rnnjax.train.make_optimizer(rnnjax.train.OptimizerConfig(
+        optimizer="adam", learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm))
 
 
 def run_sweep(config: Config, print_fn: Callable = print) -> tuple[list[dict], dict]:
@@ -414,7 +408,7 @@ def run_sweep(config: Config, print_fn: Callable = print) -> tuple[list[dict], d
             task = make_task(config, task_name, time_steps)
             test_xs, test_targets = task.batch(_test_key(config), config.test_size)
             for cell_name in config.cell_names:
-                cell = make_experiment_cell(cell_name, config)
+                cell = config_cell(cell_name, config)
                 started = time.perf_counter()
                 params = jax.jit(jax.vmap(lambda k: init_model(cell, task, k)),
                                  compiler_options=config.compiler_options)(init_keys)
@@ -443,7 +437,7 @@ def run_gradient_flow(config: Config, trained: dict, print_fn: Callable = print)
     init_keys, data_keys, state_keys = _run_keys(config, 1)
     results = {}
     for cell_name in config.cell_names:
-        cell = make_experiment_cell(cell_name, config)
+        cell = config_cell(cell_name, config)
         initial = init_model(cell, task, init_keys[0])
         if cell_name not in trained:  # the sweep did not train (adding, grad_time): train seed 0 here, same budget
             stacked, _ = train_seeds(cell, task, _optimizer(config), jax.tree.map(lambda a: a[None], initial),
@@ -470,7 +464,7 @@ def run_exploding(config: Config, print_fn: Callable = print) -> dict:
     params["cell"] = params["cell"]._replace(weight_hh=params["cell"].weight_hh * config.explode_init_scale)
     params = jax.tree.map(lambda a: a[None], params)
     arms = {
-        "clipped": rnnjax.make_optimizer(rnnjax.OptimizerConfig(
+        "clipped": rnnjax.train.make_optimizer(rnnjax.train.OptimizerConfig(
             optimizer="sgd", learning_rate=config.explode_learning_rate, max_grad_norm=config.explode_max_grad_norm)),
         "unclipped": optax.sgd(config.explode_learning_rate),  # the same update without the clip link
     }
@@ -487,7 +481,7 @@ def run_exploding(config: Config, print_fn: Callable = print) -> dict:
             "grad_norm": norms.tolist(), "loss": np.asarray(history["loss"])[:, 0].tolist(),
             "finite": finite.astype(int).tolist(), "skipped_steps": int((~finite).sum()),
             "first_non_finite_step": first_bad, "consecutive_bad_at_end": history["bad_steps_at_end"][0],
-            # the trainer (rnnjax.fit) raises NonFiniteError after max_bad_steps=10 consecutive non-finite steps
+            # the trainer (rnnjax.train.fit) raises NonFiniteError after max_bad_steps=10 consecutive non-finite steps
             "trainer_would_raise": history["bad_steps_at_end"][0] >= 10 or _max_run(~finite) >= 10,
             "max_finite_grad_norm": float(np.max(norms[finite])) if finite.any() else None,
             "median_grad_norm": float(np.median(norms[finite])) if finite.any() else None,
@@ -640,7 +634,7 @@ def parse_config(argv=None) -> Config:
 
 def main(argv=None) -> dict:
     config = parse_config(argv)
-    rnnjax.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
+    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
     print(json.dumps({"config": dataclasses.asdict(config), "cells": list(config.cell_names),
                       "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}))
     return run(config)

@@ -9,7 +9,7 @@ marked values across the sequence scores far below it.
     python -m experiments.quickstart --mode gru --time 100 --steps 1500 --seed 1
 
 Prints its full config, the loss every `log_every` steps and a final test MSE; bit-for-bit repeatable per seed on
-CPU. Training goes through rnnjax's engine (`rnnjax.fit`): Adam behind `clip_by_global_norm`, the whole train step
+CPU. Training goes through rnnjax's engine (`rnnjax.train.fit`): Adam behind `clip_by_global_norm`, the whole train step
 under `jit`, a run directory with metrics, plots and a final checkpoint.
 """
 
@@ -79,12 +79,12 @@ def make_model(config: Config):
 
 
 def run(config: Config, print_fn=print) -> dict:
-    """Trains through the engine (`rnnjax.fit`) and evaluates; returns the summary (also printed)."""
+    """Trains through the engine (`rnnjax.train.fit`) and evaluates; returns the summary (also printed)."""
     init, predict = make_model(config)
-    optimizer = rnnjax.make_optimizer(rnnjax.OptimizerConfig(
+    optimizer = rnnjax.train.make_optimizer(rnnjax.train.OptimizerConfig(
         optimizer="adam", learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm))
     init_key, data_key, test_key, state_key = jax.random.split(jax.random.key(config.seed), 4)
-    state = rnnjax.create_train_state(init(init_key), optimizer, state_key)
+    state = rnnjax.train.create_train_state(init(init_key), optimizer, state_key)
 
     def loss_fn(params, carry, batch, key):
         del key  # no dropout
@@ -102,13 +102,13 @@ def run(config: Config, print_fn=print) -> dict:
     def evaluate(params):
         return {"mse": jax.jit(lambda p: rnnjax.mean_squared_error(predict(p, test_xs), test_targets))(params)}
 
-    trainer = rnnjax.TrainerConfig(run_dir=config.run_dir, num_epochs=1, log_every=config.log_every,
+    trainer = rnnjax.train.TrainerConfig(run_dir=config.run_dir, num_epochs=1, log_every=config.log_every,
                                    checkpoint_every=config.steps, quiet=config.quiet, plots=not config.quiet)
     start = time.perf_counter()
-    state, run_summary = rnnjax.fit(trainer, state, rnnjax.train_step_fn(loss_fn, optimizer), train_batches,
-                                    evaluate=evaluate, run_config=dataclasses.asdict(config),
-                                    tokens_per_batch=config.batch_size * config.time, resume=config.resume,
-                                    steps_per_epoch=config.steps)
+    state, run_summary = rnnjax.train.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer),
+                                          train_batches, evaluate=evaluate, run_config=dataclasses.asdict(config),
+                                          tokens_per_batch=config.batch_size * config.time, resume=config.resume,
+                                          steps_per_epoch=config.steps)
     test_mse = run_summary["valid"]["mse"]
     summary = {
         "test_mse": test_mse,

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.initializers import INITIALIZERS, initialize
+from rnnjax._ops import add_bias, check_matmul_dtype, dense
+from rnnjax.initializers import INITIALIZERS
+from rnnjax.initializers import initialize
 
 Array = jax.Array
 
@@ -73,37 +75,17 @@ class LSTMState(NamedTuple):
     c: Array
 
 
-def compute_dtype(*dtypes) -> jnp.dtype:
-    """The dtype arithmetic and carries use: at least float32 (float64 when x64 inputs ask for it)."""
-    return jnp.result_type(jnp.float32, *dtypes)
-
-
-def _add_bias(y: Array, bias: Array) -> Array:
-    # Explicit broadcast: the library runs under jax_numpy_rank_promotion="raise".
-    return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape).astype(y.dtype)
-
-
-MATMUL_DTYPES = ("bfloat16", "float16")  # opt-in GEMM operand dtypes (None: the compute dtype)
-
-
-def _dense(x: Array, weight: Array, matmul_dtype: str | None = None) -> Array:
-    """`x @ weight^T` in PyTorch's [out, in] weight layout, accumulated in at least float32; operands rounded to
-    `matmul_dtype` first when one is given."""
-    dtype = compute_dtype(x.dtype, weight.dtype)
-    if matmul_dtype is not None:
-        x, weight = x.astype(matmul_dtype), weight.astype(matmul_dtype)
-    return jnp.matmul(x, weight.T, preferred_element_type=dtype).astype(dtype)
-
-
-def check_matmul_dtype(matmul_dtype) -> None:
-    """Raises unless `matmul_dtype` is None or one of MATMUL_DTYPES (a string, so cells stay hashable)."""
-    if matmul_dtype is not None:
-        _checks.check_choice("matmul_dtype", matmul_dtype, MATMUL_DTYPES)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Cell:
-    """Shared machinery of the classic cells; subclasses set `num_gates` and implement `recurrent_step`."""
+    """The contract's shared machinery (fields, name, carry, input checks, `step`); subclasses set `num_gates` and
+    `params_type` and implement `init`, `check_params`, `project_inputs` and `recurrent_step`.
+
+    `fused_recurrence` is the capability that opts a cell into the hand-written forward/backward pass of
+    `rnnjax._fused` (one of its `KERNELS`: "rnn", "lstm", "gru"): a claim that `recurrent_step` computes exactly
+    that kernel's recurrence on this cell's params. It is not inherited: a subclass that changes the step (an LSTM
+    with layer norm, say) runs on the plain `lax.scan` with autodiff unless it declares the capability itself, and
+    then it must pass the fused-vs-autodiff tests. `unroll_path` reports which path a call takes.
+    """
 
     hidden_size: int
     initializer: str = "pytorch"
@@ -111,6 +93,12 @@ class _Cell:
 
     num_gates: ClassVar[int]
     params_type: ClassVar[type]
+    fused_recurrence: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fused_recurrence" not in cls.__dict__:  # declared per class, never inherited (see the docstring)
+            cls.fused_recurrence = None
 
     def __post_init__(self):
         _checks.check_positive_int("hidden_size", self.hidden_size)
@@ -121,42 +109,31 @@ class _Cell:
     def name(self) -> str:
         return f"rnnjax.{type(self).__name__}"
 
-    # -- parameters ------------------------------------------------------------------------------------------------
-    def init(self, key: Array, input_size: int, dtype=jnp.float32):
-        """Parameters for inputs of `input_size` features, in PyTorch's layout (see the class docstring)."""
-        input_size = _checks.check_positive_int("input_size", input_size)
-        weights = initialize(self.initializer, key, self.num_gates, input_size, self.hidden_size, dtype)
-        return self.params_type(*weights)
-
     def input_size(self, params) -> int:
         """The feature size `params` expect, after checking `params` belong to this cell."""
         self.check_params(params)
         return params.weight_ih.shape[1]
 
-    def check_params(self, params) -> None:
-        """Raises a TypeError/ValueError unless `params` are this cell's parameters for `hidden_size`."""
+    def _check_params_type(self, params) -> None:
         if not isinstance(params, self.params_type):
             raise TypeError(
                 f"{type(self).__name__} expects {self.params_type.__name__}, got {type(params).__name__}"
             )
-        gates_h = self.num_gates * self.hidden_size
-        weight_ih, weight_hh, bias_ih, bias_hh = params
-        expected = {
-            "weight_hh": ((gates_h, self.hidden_size), weight_hh),
-            "bias_ih": ((gates_h,), bias_ih),
-            "bias_hh": ((gates_h,), bias_hh),
-        }
-        if weight_ih.ndim != 2 or weight_ih.shape[0] != gates_h:
+
+    def _check_shape(self, field: str, value, shape: tuple[int, ...]) -> None:
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f"{type(self).__name__}(hidden_size={self.hidden_size}) expects {field} of shape {shape}, "
+                f"got {tuple(value.shape)}"
+            )
+
+    def _check_weight_ih(self, weight_ih) -> None:
+        rows = self.num_gates * self.hidden_size
+        if weight_ih.ndim != 2 or weight_ih.shape[0] != rows:
             raise ValueError(
                 f"{type(self).__name__}(hidden_size={self.hidden_size}) expects weight_ih of shape "
-                f"[{gates_h}, input_size], got {tuple(weight_ih.shape)}"
+                f"[{rows}, input_size], got {tuple(weight_ih.shape)}"
             )
-        for field, (shape, value) in expected.items():
-            if tuple(value.shape) != shape:
-                raise ValueError(
-                    f"{type(self).__name__}(hidden_size={self.hidden_size}) expects {field} of shape {shape}, "
-                    f"got {tuple(value.shape)}"
-                )
 
     # -- carry -----------------------------------------------------------------------------------------------------
     def initial_carry(self, batch_shape: int | tuple[int, ...] = (), dtype=jnp.float32):
@@ -186,15 +163,6 @@ class _Cell:
             )
         return xs
 
-    def _folded_bias(self, params) -> Array:
-        # Every bias that adds linearly joins the input projection, so the loop adds none.
-        return params.bias_ih + params.bias_hh
-
-    def project_inputs(self, params, xs: Array) -> Array:
-        """`xs @ W_ih^T` plus every bias that adds linearly: `[..., D] -> [..., G*H]`, one GEMM for all steps."""
-        xs = self._check_inputs(params, xs)
-        return _add_bias(_dense(xs, params.weight_ih, self.matmul_dtype), self._folded_bias(params))
-
     def step(self, params, carry, x: Array):
         """One time step on raw input `x` `[..., D]`: `(carry, y)`, carry first (a `lax.scan` body)."""
         with jax.named_scope(self.name):
@@ -207,7 +175,37 @@ class _Cell:
 
 
 @dataclasses.dataclass(frozen=True)
-class SimpleRNN(_Cell):
+class _ClassicCell(_Cell):
+    """The cells with a recurrent weight: `weight_ih` [G*H, D], `weight_hh` [G*H, H], `bias_ih`, `bias_hh` [G*H],
+    initialised by `rnnjax.initializers`."""
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32):
+        """Parameters for inputs of `input_size` features, in PyTorch's layout (see the class docstring)."""
+        input_size = _checks.check_positive_int("input_size", input_size)
+        weights = initialize(self.initializer, key, self.num_gates, input_size, self.hidden_size, dtype)
+        return self.params_type(*weights)
+
+    def check_params(self, params) -> None:
+        """Raises a TypeError/ValueError unless `params` are this cell's parameters for `hidden_size`."""
+        self._check_params_type(params)
+        self._check_weight_ih(params.weight_ih)
+        gates_h = self.num_gates * self.hidden_size
+        self._check_shape("weight_hh", params.weight_hh, (gates_h, self.hidden_size))
+        self._check_shape("bias_ih", params.bias_ih, (gates_h,))
+        self._check_shape("bias_hh", params.bias_hh, (gates_h,))
+
+    def _folded_bias(self, params) -> Array:
+        # Every bias that adds linearly joins the input projection, so the loop adds none.
+        return params.bias_ih + params.bias_hh
+
+    def project_inputs(self, params, xs: Array) -> Array:
+        """`xs @ W_ih^T` plus every bias that adds linearly: `[..., D] -> [..., G*H]`, one GEMM for all steps."""
+        xs = self._check_inputs(params, xs)
+        return add_bias(dense(xs, params.weight_ih, self.matmul_dtype), self._folded_bias(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleRNN(_ClassicCell):
     """Elman RNN (Elman 1990), PyTorch's `nn.RNN`:
 
         h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh (default) or relu
@@ -227,6 +225,7 @@ class SimpleRNN(_Cell):
 
     num_gates: ClassVar[int] = 1
     params_type: ClassVar[type] = SimpleRNNParams
+    fused_recurrence: ClassVar[str | None] = "rnn"
     ACTIVATIONS: ClassVar[tuple[str, ...]] = ("tanh", "relu")
 
     def __post_init__(self):
@@ -235,13 +234,13 @@ class SimpleRNN(_Cell):
 
     def recurrent_step(self, params: SimpleRNNParams, carry: Array, projected_x: Array):
         """`h' = act(projected_x + W_hh h)`, with `projected_x = project_inputs(params, x)`."""
-        pre = projected_x + _dense(carry, params.weight_hh, self.matmul_dtype)
+        pre = projected_x + dense(carry, params.weight_hh, self.matmul_dtype)
         h = jnp.tanh(pre) if self.activation == "tanh" else jax.nn.relu(pre)
         return h, h
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTM(_Cell):
+class LSTM(_ClassicCell):
     """Long short-term memory (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000), PyTorch's `nn.LSTM`:
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)        f = σ(W_if x + b_if + W_hf h + b_hf)
@@ -268,6 +267,7 @@ class LSTM(_Cell):
 
     num_gates: ClassVar[int] = 4
     params_type: ClassVar[type] = LSTMParams
+    fused_recurrence: ClassVar[str | None] = "lstm"
 
     def __post_init__(self):
         super().__post_init__()
@@ -296,7 +296,7 @@ class LSTM(_Cell):
 
     def recurrent_step(self, params: LSTMParams, carry: LSTMState, projected_x: Array):
         """One step given `projected_x = project_inputs(params, x)` `[..., 4H]`."""
-        gates = projected_x + _dense(carry.h, params.weight_hh, self.matmul_dtype)
+        gates = projected_x + dense(carry.h, params.weight_hh, self.matmul_dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -304,7 +304,7 @@ class LSTM(_Cell):
 
 
 @dataclasses.dataclass(frozen=True)
-class GRU(_Cell):
+class GRU(_ClassicCell):
     """Gated recurrent unit (Cho et al. 2014), PyTorch's `nn.GRU`, with `b_hn` inside the reset product:
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
@@ -325,6 +325,7 @@ class GRU(_Cell):
 
     num_gates: ClassVar[int] = 3
     params_type: ClassVar[type] = GRUParams
+    fused_recurrence: ClassVar[str | None] = "gru"
 
     def _folded_bias(self, params: GRUParams) -> Array:
         # b_hr and b_hz add linearly and join the projection; b_hn is multiplied by r and must stay in the step.
@@ -334,14 +335,11 @@ class GRU(_Cell):
     def recurrent_step(self, params: GRUParams, carry: Array, projected_x: Array):
         """One step given `projected_x = project_inputs(params, x)` `[..., 3H]`."""
         hidden = self.hidden_size
-        recurrent = _dense(carry, params.weight_hh, self.matmul_dtype)
+        recurrent = dense(carry, params.weight_hh, self.matmul_dtype)
         x_r, x_z, x_n = jnp.split(projected_x, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(recurrent, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * _add_bias(h_n, params.bias_hh[2 * hidden :]))
+        n = jnp.tanh(x_n + r * add_bias(h_n, params.bias_hh[2 * hidden :]))
         h = n + z * (carry - n)
         return h, h
-
-
-Cell = SimpleRNN | LSTM | GRU

@@ -9,24 +9,18 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
 INITIALIZERS = ("pytorch", "orthogonal")
 
 
-class RecurrentWeights(NamedTuple):
-    """The four arrays every cell has: `weight_ih` [G*H, D], `weight_hh` [G*H, H], `bias_ih` [G*H], `bias_hh` [G*H]."""
-
-    weight_ih: jax.Array
-    weight_hh: jax.Array
-    bias_ih: jax.Array
-    bias_hh: jax.Array
+# Every initializer returns the four arrays every classic cell has, in this order:
+# `(weight_ih [G*H, D], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H])`.
+Weights = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
 
-def pytorch_uniform(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32) -> RecurrentWeights:
+def pytorch_uniform(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32) -> Weights:
     """U(-1/sqrt(H), 1/sqrt(H)) for all four arrays, PyTorch's `RNNBase.reset_parameters`."""
     bound = 1.0 / hidden_size**0.5
     shapes = [
@@ -36,12 +30,10 @@ def pytorch_uniform(key, num_gates: int, input_size: int, hidden_size: int, dtyp
         (num_gates * hidden_size,),
     ]
     keys = jax.random.split(key, len(shapes))
-    return RecurrentWeights(
-        *(jax.random.uniform(k, s, dtype, minval=-bound, maxval=bound) for k, s in zip(keys, shapes))
-    )
+    return tuple(jax.random.uniform(k, s, dtype, minval=-bound, maxval=bound) for k, s in zip(keys, shapes))
 
 
-def orthogonal(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32) -> RecurrentWeights:
+def orthogonal(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32) -> Weights:
     """Glorot-uniform input kernel and orthogonal recurrent kernel per gate, zero biases (Keras/Flax defaults)."""
     input_key, recurrent_key = jax.random.split(key)
     # Glorot over one gate's [H, D] block: limit sqrt(6 / (D + H)).
@@ -52,7 +44,7 @@ def orthogonal(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp
         jax.random.split(recurrent_key, num_gates)
     )
     zeros = jnp.zeros((num_gates * hidden_size,), dtype)
-    return RecurrentWeights(
+    return (
         weight_ih.reshape(num_gates * hidden_size, input_size),
         weight_hh.reshape(num_gates * hidden_size, hidden_size),
         zeros,
@@ -60,12 +52,9 @@ def orthogonal(key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp
     )
 
 
-def initialize(
-    initializer: str, key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32
-) -> RecurrentWeights:
-    """Dispatches on the initializer's name (one of `INITIALIZERS`)."""
-    if initializer == "pytorch":
-        return pytorch_uniform(key, num_gates, input_size, hidden_size, dtype)
-    if initializer == "orthogonal":
-        return orthogonal(key, num_gates, input_size, hidden_size, dtype)
-    raise ValueError(f"initializer must be one of {INITIALIZERS}, got {initializer!r}")
+_BY_NAME = {"pytorch": pytorch_uniform, "orthogonal": orthogonal}
+
+
+def initialize(initializer: str, key, num_gates: int, input_size: int, hidden_size: int, dtype=jnp.float32) -> Weights:
+    """The initializer named `initializer` (one of `INITIALIZERS`; the cells check the name when constructed)."""
+    return _BY_NAME[initializer](key, num_gates, input_size, hidden_size, dtype)

@@ -5,7 +5,7 @@ Because no gate reads `h`, each step is an elementwise affine map of the carry,
 
     h_t = a_t * h_{t-1} + b_t,        a_t in (0, 1), b_t > 0, both functions of x_t only,
 
-so a whole sequence is a prefix composition of affine maps: `unroll(..., mode="parallel")` computes it with
+so a whole sequence is a prefix composition of affine maps: `unroll(..., scan="parallel")` computes it with
 `jax.lax.associative_scan` in O(log T) depth instead of T sequential steps. The cells keep the classic cell contract
 of `rnnjax.cells` (`init`, `initial_carry`, `step`, `project_inputs`/`recurrent_step`, `check_params`,
 `check_carry`, `input_size`), so they drop into `Recurrent`, `Bidirectional`, `Stack` and step-by-step generation,
@@ -13,7 +13,7 @@ and add the *parallel protocol* the time loop looks for:
 
     scan_space: "log" | "linear"                 # how `scan_coefficients` represents (a, b)
     scan_coefficients(params, projected) -> (a, b)     # [..., H] each; (log a, log b) when scan_space == "log"
-    parallel_min_length: int | None              # mode="auto" scans in parallel from this many steps (None: the
+    parallel_min_length: int | None              # scan="auto" scans in parallel from this many steps (None: the
                                                  # backend's default, `time_loop.AUTO_PARALLEL_MIN_LENGTH`)
     max_parallel_bytes: int | None               # memory guard of the parallel path (None: unlimited)
 
@@ -26,18 +26,18 @@ would otherwise evaluate on negative inputs), finite for any finite input, and i
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.cells import _add_bias, _Cell, _dense, check_matmul_dtype
+from rnnjax._ops import add_bias, dense
+from rnnjax.cells import _Cell
 
 Array = jax.Array
 
 SCAN_SPACES = ("log", "linear")
-INITIALIZERS = ("pytorch", "orthogonal")
 
 
 class MinGRUParams(NamedTuple):
@@ -75,9 +75,7 @@ class _MinimalCell(_Cell):
     max_parallel_bytes: int | None = 2**32
 
     def __post_init__(self):
-        _checks.check_positive_int("hidden_size", self.hidden_size)
-        _checks.check_choice("initializer", self.initializer, INITIALIZERS)
-        check_matmul_dtype(self.matmul_dtype)
+        super().__post_init__()
         _checks.check_choice("scan_space", self.scan_space, SCAN_SPACES)
         if self.parallel_min_length is not None:
             _checks.check_nonnegative_int("parallel_min_length", self.parallel_min_length)
@@ -104,27 +102,15 @@ class _MinimalCell(_Cell):
 
     def check_params(self, params) -> None:
         """Raises a TypeError/ValueError unless `params` are this cell's parameters for `hidden_size`."""
-        if not isinstance(params, self.params_type):
-            raise TypeError(
-                f"{type(self).__name__} expects {self.params_type.__name__}, got {type(params).__name__}"
-            )
-        rows = self.num_gates * self.hidden_size
-        if params.weight_ih.ndim != 2 or params.weight_ih.shape[0] != rows:
-            raise ValueError(
-                f"{type(self).__name__}(hidden_size={self.hidden_size}) expects weight_ih of shape "
-                f"[{rows}, input_size], got {tuple(params.weight_ih.shape)}"
-            )
-        if tuple(params.bias_ih.shape) != (rows,):
-            raise ValueError(
-                f"{type(self).__name__}(hidden_size={self.hidden_size}) expects bias_ih of shape {(rows,)}, "
-                f"got {tuple(params.bias_ih.shape)}"
-            )
+        self._check_params_type(params)
+        self._check_weight_ih(params.weight_ih)
+        self._check_shape("bias_ih", params.bias_ih, (self.num_gates * self.hidden_size,))
 
     # -- computation -----------------------------------------------------------------------------------------------
     def project_inputs(self, params, xs: Array) -> Array:
         """`xs @ W^T + b`: `[..., D] -> [..., G*H]`, one GEMM for all steps: this is every weight the cell has."""
         xs = self._check_inputs(params, xs)
-        return _add_bias(_dense(xs, params.weight_ih, self.matmul_dtype), params.bias_ih)
+        return add_bias(dense(xs, params.weight_ih, self.matmul_dtype), params.bias_ih)
 
     def recurrent_step(self, params, carry: Array, projected_x: Array):
         """`h' = a * h + b` with `(a, b) = linear_coefficients(projected_x)`; the output is `h'`."""
@@ -155,7 +141,7 @@ class MinGRU(_MinimalCell):
 
     Shapes: x [..., D], carry h [..., H] (zeros by default, PyTorch-style); params `MinGRUParams` (`weight_ih`
     [2H, D] stacked z, h̃; `bias_ih` [2H]). Defaults: `initializer="pytorch"` (nn.Linear's U(±1/sqrt(D)));
-    `scan_space="log"`, the paper's log-space scan; `parallel_min_length=None`: `mode="auto"` uses the backend's
+    `scan_space="log"`, the paper's log-space scan; `parallel_min_length=None`: `scan="auto"` uses the backend's
     threshold (never on CPU, where the parallel path measured 2.3x slower at T = 4096; 256 on accelerators), an
     int sets it (0: always);
     `max_parallel_bytes=2**32` (4 GiB of `time_loop.parallel_memory_bytes`'s estimate).
@@ -174,8 +160,8 @@ class MinGRU(_MinimalCell):
     >>> cell = MinGRU(hidden_size=8)
     >>> params = cell.init(jax.random.key(0), input_size=4)
     >>> xs = jax.random.normal(jax.random.key(1), (2, 300, 4))
-    >>> ys, h = unroll(cell, params, xs, mode="parallel")
-    >>> ys_seq, h_seq = unroll(cell, params, xs, mode="sequential")
+    >>> ys, h = unroll(cell, params, xs, scan="parallel")
+    >>> ys_seq, h_seq = unroll(cell, params, xs, scan="sequential")
     >>> ys.shape, bool(jnp.allclose(ys, ys_seq, atol=1e-5))
     ((2, 300, 8), True)
     >>> h, y = cell.step(params, h, xs[:, 0])   # generation: one step at a time
@@ -237,10 +223,3 @@ class MinLSTM(_MinimalCell):
         log_f, log_i, pre = self._log_gates(projected)
         return -jax.nn.softplus(log_i - log_f), -jax.nn.softplus(log_f - log_i) + log_g(pre)
 
-
-MinimalCell = MinGRU | MinLSTM
-
-
-def supports_parallel(cell: Any) -> bool:
-    """True when `cell` follows the parallel protocol (see the module docstring)."""
-    return all(hasattr(cell, name) for name in ("scan_coefficients", "scan_space"))

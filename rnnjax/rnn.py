@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.cells import GRU, LSTM, LSTMState, SimpleRNN, check_matmul_dtype
+from rnnjax._ops import check_matmul_dtype
+from rnnjax.cells import GRU, LSTM, LSTMState, SimpleRNN
 from rnnjax.initializers import INITIALIZERS
 from rnnjax.layers import Bidirectional, BidirectionalCarry, Recurrent, Stack
 from rnnjax.minimal_cells import MinGRU, MinLSTM

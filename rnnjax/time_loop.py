@@ -1,8 +1,11 @@
 """The time loop: a cell run over a sequence, on `jax.lax.scan` (sequential) or, for cells linear in their carry
 (`MinGRU`, `MinLSTM`), on `jax.lax.associative_scan` (parallel, O(log T) depth).
 
-`unroll(..., mode="auto")` picks the path; `unroll_path` reports which one a call runs, so benchmarks can record
-it. A cell supports the parallel path when it has `scan_space` and `scan_coefficients(params, projected) -> (a, b)`
+`unroll(..., scan="auto")` picks the scan; `unroll_path` reports which path a call runs ("parallel", "fused": the
+sequential scan with the hand-written backward pass of `rnnjax._fused`, or "sequential": autodiff of the plain
+`lax.scan`), so benchmarks record it instead of re-deriving the rule.
+
+A cell supports the parallel path when it has `scan_space` and `scan_coefficients(params, projected) -> (a, b)`
 such that one step is `h' = a * h + b` elementwise on an array carry (`(log a, log b)` when `scan_space == "log"`,
 which needs b > 0); `parallel_min_length` and `max_parallel_bytes` attributes tune `"auto"` and the memory guard.
 """
@@ -16,14 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks
-from rnnjax.cells import compute_dtype
-from rnnjax.minimal_cells import supports_parallel
-from rnnjax.recurrence import fused_unroll
-from rnnjax.recurrence import supports_fused
+from rnnjax._fused import fused_unroll
+from rnnjax._fused import supports_fused
+from rnnjax._ops import compute_dtype
 
-UNROLL_MODES = ("auto", "sequential", "parallel")
+SCANS = ("auto", "sequential", "parallel")  # what `unroll(scan=...)` takes
 BACKWARDS = ("auto", "custom", "autodiff")
-PATHS = ("sequential", "parallel")
 
 # Arrays of [time, batch, hidden] at the parallel path's peak in a training step (jit of grad of a sum): the
 # coefficients, the scan's levels (T/2 + T/4 + ... of each), the carries, the exp/logaddexp intermediates of the
@@ -31,9 +32,10 @@ PATHS = ("sequential", "parallel")
 # MinGRU 27-28 log / 15-16 linear, MinLSTM 31-32 / 18, independent of T); an estimate, rounded up.
 PARALLEL_ARRAYS_PER_STEP = {"log": 32, "linear": 18}
 
-# `mode="auto"`'s threshold for cells whose `parallel_min_length` is None (their default), per backend. On CPU the
+# `scan="auto"`'s threshold for cells whose `parallel_min_length` is None (their default), per backend. On CPU the
 # parallel path was slower than the sequential one at every measured length (2.3x at T = 4096 on 2 cores, see
-# benchmarks/parallel_scan.py): the scan does several times the sequential work, which only pays with many cores.
+# `python -m benchmarks.run --preset parallel-scan`): the scan does several times the sequential work, which only
+# pays with many cores.
 # 256 elsewhere follows the paper's accelerator regime, unmeasured here: measure and set the cell's own threshold.
 AUTO_PARALLEL_MIN_LENGTH = {"cpu": None, "default": 256}
 
@@ -65,65 +67,95 @@ def parallel_memory_bytes(time: int, batch_size: int, hidden_size: int, dtype=jn
     return int(time) * int(batch_size) * int(hidden_size) * jnp.dtype(dtype).itemsize * k
 
 
-def _choose_path(cell, mode: str, time: int, batch_size: int, dtype) -> str:
-    """The path `unroll` runs; raises for `mode="parallel"` on a cell without one or over the memory guard."""
-    _checks.check_choice("mode", mode, UNROLL_MODES)
+def _supports_parallel(cell: Any) -> bool:
+    """True when `cell` follows the parallel protocol (see the module docstring)."""
+    return all(hasattr(cell, name) for name in ("scan_coefficients", "scan_space"))
+
+
+def _choose_scan(cell, scan: str, time: int, batch_size: int, dtype) -> str:
+    """"parallel" or "sequential"; raises for `scan="parallel"` on a cell without one or over the memory guard."""
+    _checks.check_choice("scan", scan, SCANS)
     name = type(cell).__name__
-    if mode == "sequential":
+    if scan == "sequential":
         return "sequential"
-    if not supports_parallel(cell):
-        if mode == "parallel":
+    if not _supports_parallel(cell):
+        if scan == "parallel":
             raise ValueError(
-                f"mode='parallel' needs a cell linear in its carry (MinGRU, MinLSTM: `scan_coefficients`); {name} "
-                "reads its carry through its gates, so it only runs with mode='sequential' or 'auto'"
+                f"scan='parallel' needs a cell linear in its carry (MinGRU, MinLSTM: `scan_coefficients`); {name} "
+                "reads its carry through its gates, so it only runs with scan='sequential' or 'auto'"
             )
         return "sequential"
     min_length = getattr(cell, "parallel_min_length", 0)
     if min_length is None:  # the backend's default
         min_length = AUTO_PARALLEL_MIN_LENGTH.get(jax.default_backend(), AUTO_PARALLEL_MIN_LENGTH["default"])
-    if mode == "auto" and (min_length is None or time < min_length):
+    if scan == "auto" and (min_length is None or time < min_length):
         return "sequential"
     limit = getattr(cell, "max_parallel_bytes", None)
     space = cell.scan_space
     estimate = parallel_memory_bytes(time, batch_size, cell.hidden_size, dtype, space)
     if limit is not None and estimate > limit:
-        # "auto" falls back to the sequential path, whose carry history is a few times smaller; "parallel" was
+        # "auto" falls back to the sequential scan, whose carry history is a few times smaller; "parallel" was
         # asked for explicitly, so it says why it cannot.
-        if mode == "auto":
+        if scan == "auto":
             return "sequential"
         raise ValueError(
             f"{name} parallel scan over time={time}, batch={batch_size}, hidden={cell.hidden_size} "
             f"({jnp.dtype(dtype).name}) needs an estimated {estimate:,} bytes ({estimate / 2**20:.1f} MiB: "
             f"~{PARALLEL_ARRAYS_PER_STEP[space]} arrays of [time, batch, hidden] in {space} space), over "
-            f"max_parallel_bytes={limit:,} ({limit / 2**20:.1f} MiB); use mode='sequential', shorter windows, "
+            f"max_parallel_bytes={limit:,} ({limit / 2**20:.1f} MiB); use scan='sequential', shorter windows, "
             "or raise max_parallel_bytes"
         )
     return "parallel" if time > 0 else "sequential"  # nothing to scan in an empty sequence
 
 
-def unroll_path(cell, params, xs, *, mode: str = "auto", time_major: bool = False) -> str:
-    """Which path `unroll(cell, params, xs, mode=mode, time_major=time_major)` runs: "sequential" or "parallel".
+def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = False, carry=None, remat: bool = False,
+                backward: str = "auto") -> str:
+    """Which path `unroll(cell, params, xs, scan=..., time_major=..., carry=..., remat=..., backward=...)` runs:
 
-    Pure Python on shapes and dtypes (`params` and `xs` may be `jax.ShapeDtypeStruct`s), and the very function
-    `unroll` consults, so the two cannot disagree; raises exactly what `unroll` raises for `mode` and the memory
-    guard.
+    - "parallel": `lax.associative_scan` (cells linear in their carry);
+    - "fused": the sequential scan with the hand-written forward/backward pass of `rnnjax._fused`, taken when the
+      cell's class declares a `fused_recurrence` kernel, params and carry share one float32/float64 dtype,
+      `remat` is off and `backward` is not "autodiff";
+    - "sequential": `lax.scan` over `cell.recurrent_step`, differentiated by autodiff.
+
+    Pure Python on shapes and dtypes (`params`, `xs` and `carry` may be `jax.ShapeDtypeStruct`s), and the very
+    function `unroll` consults, so the two cannot disagree; raises exactly what `unroll` raises for `scan`,
+    `backward` and the memory guard.
 
     >>> import jax
-    >>> from rnnjax.minimal_cells import MinGRU
+    >>> from rnnjax import LSTM, MinGRU
     >>> xs = jax.ShapeDtypeStruct((4, 1024, 3), "float32")
     >>> params = jax.eval_shape(lambda: MinGRU(8).init(jax.random.key(0), 3))
     >>> cell = MinGRU(8, parallel_min_length=512)
-    >>> unroll_path(cell, params, xs), unroll_path(cell, params, xs, mode="sequential")
+    >>> unroll_path(cell, params, xs), unroll_path(cell, params, xs, scan="sequential")
     ('parallel', 'sequential')
+    >>> lstm_params = jax.eval_shape(lambda: LSTM(8).init(jax.random.key(0), 3))
+    >>> unroll_path(LSTM(8), lstm_params, xs), unroll_path(LSTM(8), lstm_params, xs, backward="autodiff")
+    ('fused', 'sequential')
     """
     if len(xs.shape) not in (2, 3):
         raise ValueError(f"xs must be rank 2 or 3, got shape {tuple(xs.shape)}")
+    _checks.check_choice("backward", backward, BACKWARDS)
     if len(xs.shape) == 2:
         time, batch_size = xs.shape[0], 1
     else:
         time, batch_size = (xs.shape[:2] if time_major else xs.shape[1::-1])
     dtype = compute_dtype(xs.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
-    return _choose_path(cell, mode, time, batch_size, dtype)
+    if _choose_scan(cell, scan, time, batch_size, dtype) == "parallel":
+        return "parallel"
+    projected = jax.eval_shape(cell.project_inputs, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
+    if carry is None:
+        carry = jax.eval_shape(lambda: cell.initial_carry((batch_size,), dtype))
+    if backward != "autodiff" and not remat and supports_fused(cell, params, projected.dtype, carry):
+        return "fused"
+    if backward == "custom":
+        raise ValueError(
+            f"backward='custom' needs a cell that declares a fused_recurrence kernel (SimpleRNN, LSTM, GRU), with "
+            f"params and carry in one float32/float64 dtype and remat=False; got {type(cell).__name__} "
+            f"(fused_recurrence={getattr(type(cell), 'fused_recurrence', None)!r}), remat={remat}, projected "
+            f"{projected.dtype}, carry {jax.tree.leaves(carry)[0].dtype}, params {jax.tree.leaves(params)[0].dtype}"
+        )
+    return "sequential"
 
 
 def _linear_combine(earlier, later):
@@ -168,7 +200,7 @@ def unroll(
     time_major: bool = False,
     unroll: int = 1,
     remat: bool = False,
-    mode: str = "auto",
+    scan: str = "auto",
     backward: str = "auto",
 ):
     """Runs `cell` over the time axis of `xs`: `(ys, final_carry)`.
@@ -191,20 +223,20 @@ def unroll(
       remat: recompute each step in the backward pass (`jax.checkpoint`), storing only carries: memory
         O(time * batch * hidden) of carries instead of every gate activation, for long sequences (sequential
         path only; the parallel path's memory is `parallel_memory_bytes`).
-      mode: "sequential" (`lax.scan`, every cell), "parallel" (`lax.associative_scan`, O(log T) depth, cells
+      scan: "sequential" (`lax.scan`, every cell), "parallel" (`lax.associative_scan`, O(log T) depth, cells
         linear in their carry: `MinGRU`, `MinLSTM`; raises for others or over the cell's `max_parallel_bytes`),
         or "auto" (default): parallel when the cell supports it, `time >= cell.parallel_min_length` (when None,
         `AUTO_PARALLEL_MIN_LENGTH` of the backend: never on CPU, 256 on accelerators) and the memory estimate
-        fits, else sequential. `unroll_path` reports the choice. Both paths give the same
-        results within float rounding, lengths and reverse included.
-      backward: how the sequential path of `SimpleRNN`/`LSTM`/`GRU` is differentiated. "custom" (what "auto"
-        picks when params and carry share the float32/float64 compute dtype and `remat` is off): the
-        hand-written backward pass of `rnnjax.recurrence`, one `dW_hh` GEMM after the loop instead of one per
-        step (1.1-1.3x faster training steps on CPU, benchmarks/README.md); it is a `jax.custom_vjp`, so
-        forward-mode (`jax.jvp`, `jax.hessian`) needs "autodiff": `jax.grad` of the plain `lax.scan`.
-        Same values either way; gradients equal within float rounding. On this path a call nothing
-        differentiates (inference) computes the input GEMM inside the loop, 1.2-1.6x faster on CPU, and a
-        differentiated call projects all steps in one GEMM before the loop (`recurrence.fused_unroll`).
+        fits, else sequential. Both give the same results within float rounding, lengths and reverse included.
+      backward: how the sequential scan is differentiated. "custom" (what "auto" picks for a cell that declares a
+        `fused_recurrence` kernel — `SimpleRNN`, `LSTM`, `GRU` — when params and carry share the float32/float64
+        compute dtype and `remat` is off): the hand-written backward pass of `rnnjax._fused`, one `dW_hh` GEMM
+        after the loop instead of one per step (1.1-1.3x faster training steps on CPU, benchmarks/README.md); it
+        is a `jax.custom_vjp`, so forward-mode (`jax.jvp`, `jax.hessian`) needs "autodiff": `jax.grad` of the
+        plain `lax.scan`. Same values either way; gradients equal within float rounding. On this path a call
+        nothing differentiates (inference) computes the input GEMM inside the loop, 1.2-1.6x faster on CPU, and
+        a differentiated call projects all steps in one GEMM before the loop (`_fused.fused_unroll`).
+        `unroll_path` reports the path: "parallel", "fused" or "sequential".
 
     Returns:
       `ys`: `[batch, time, hidden]` (`[time, batch, hidden]` if `time_major`, `[time, hidden]` unbatched), in the
@@ -236,7 +268,6 @@ def unroll(
         if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
             raise ValueError(f"unroll must be an int >= 1, got {unroll!r}")
         _checks.check_choice("backward", backward, BACKWARDS)
-        path = unroll_path(cell, params, xs, mode=mode, time_major=time_major)
         unbatched = xs.ndim == 2
         # The loop always runs time-major [time, batch, ...]: scan slices the leading axis.
         xs_time_major = xs[:, None] if unbatched else (xs if time_major else jnp.swapaxes(xs, 0, 1))
@@ -251,8 +282,8 @@ def unroll(
                 carry = jax.tree.map(lambda leaf: leaf[None], carry)
         carry_dtypes = jax.tree.map(lambda leaf: leaf.dtype, carry)
 
-        # Shape and dtype of the input projection `[time, batch, G*H]`; each path computes the projection itself.
-        projected = jax.eval_shape(cell.project_inputs, params, xs_time_major)
+        path = unroll_path(cell, params, xs, scan=scan, time_major=time_major, carry=carry, remat=remat,
+                           backward=backward)
 
         if lengths is None:
             valid = None
@@ -271,17 +302,9 @@ def unroll(
                 hs = _parallel_unroll(cell, params, projected, carry, valid, reverse).astype(carry.dtype)
             final_carry = hs[0] if reverse else hs[-1]
             ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
-        elif backward != "autodiff" and not remat and supports_fused(cell, params, projected, carry):
+        elif path == "fused":
             final_carry, ys = fused_unroll(cell, params, xs_time_major, carry, valid, reverse, unroll)
         else:
-            if backward == "custom":
-                raise ValueError(
-                    f"backward='custom' supports SimpleRNN, LSTM and GRU with params and carry in one float32/"
-                    f"float64 dtype and remat=False; got {type(cell).__name__}, remat={remat}, projected "
-                    f"{projected.dtype}, carry {jax.tree.leaves(carry)[0].dtype}, params "
-                    f"{jax.tree.leaves(params)[0].dtype}"
-                )
-
             def step(carry, inputs):
                 projected_x, valid = inputs
                 new_carry, y = cell.recurrent_step(params, carry, projected_x)

@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: fast XLA compile options for tiny programs, pytree comparisons, and
 random pytrees. (The tests directory is on `sys.path`, so `from helpers import ...` works in every test file.)"""
 
+import chex
 import jax
 import numpy as np
 
@@ -21,18 +22,17 @@ FAST_COMPILE = fast_compile_options()
 
 
 def assert_trees_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-6):
-    """Same tree structure (named tuples included), same shapes, leaves equal within the tolerances."""
+    """Same tree structure (named tuples included), same shapes, leaves equal within the tolerances (chex's
+    `assert_trees_all_close`, which names the leaf path that differs)."""
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert np.shape(a) == np.shape(e)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol)
+    chex.assert_trees_all_equal_shapes(actual, expected)
+    chex.assert_trees_all_close(actual, expected, atol=atol, rtol=rtol)
 
 
 def assert_trees_equal(actual, expected):
     """Same tree structure and bit-identical leaves."""
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+    chex.assert_trees_all_equal(actual, expected)
 
 
 def random_like(tree, seed: int):

@@ -55,16 +55,16 @@ def setup(name, key, time, batch=2, scale=1.0, **options):
 def loss_and_grads(cell, params, xs, carry, lengths, mode):
     """Forward and reverse runs in one compile: `((loss, outputs), grads wrt params, xs and carry)`."""
     def loss(params, xs, carry):
-        forward = unroll(cell, params, xs, carry=carry, lengths=lengths, mode=mode)
-        backward = unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=True, mode=mode)
+        forward = unroll(cell, params, xs, carry=carry, lengths=lengths, scan=mode)
+        backward = unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=True, scan=mode)
         value = sum(jnp.sum(jnp.sin(ys)) + jnp.sum(final**2) for ys, final in (forward, backward))
         return value, (forward, backward)
     return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, carry)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "mode"), compiler_options=FAST_COMPILE)
-def run(cell, params, xs, carry=None, lengths=None, reverse=False, mode="auto"):
-    return unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse, mode=mode)
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "scan"), compiler_options=FAST_COMPILE)
+def run(cell, params, xs, carry=None, lengths=None, reverse=False, scan="auto"):
+    return unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse, scan=scan)
 
 
 @functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
@@ -138,8 +138,8 @@ def test_parameter_tree_and_pytorch_linear_initializer(key):
 
 
 # -- parallel equals sequential --------------------------------------------------------------------------------------
-# One scan space per cell: the associative scan's compile time dominates (see benchmarks/parallel_scan.py), and the
-# registry in test_time_loop.py checks the other pairings at TIME = 6.
+# One scan space per cell: the associative scan's compile time dominates (see the harness's parallel-scan preset),
+# and the registry in test_time_loop.py checks the other pairings at TIME = 6.
 @pytest.mark.parametrize("name, space", [("mingru", "log"), ("minlstm", "linear")])
 def test_parallel_equals_sequential_at_4096_steps(name, space, key):
     """Outputs, final carries and gradients (params, inputs, initial carry), forward and reverse, one sequence
@@ -162,7 +162,7 @@ def test_masks_and_reverse_equal_per_sequence_runs_on_the_parallel_path(key):
     lengths = (40, 0, 23)
     garbage = jnp.where(jnp.arange(40)[None, :, None] < jnp.array(lengths)[:, None, None], xs, 1e6)
     for reverse in (False, True):
-        ys, final = run(cell, params, garbage, carry, jnp.array(lengths), reverse=reverse, mode="parallel")
+        ys, final = run(cell, params, garbage, carry, jnp.array(lengths), reverse=reverse, scan="parallel")
         for b, length in enumerate(lengths):
             sequence = xs[b : b + 1, :length]
             alone_final, alone_ys = python_loop(cell, params, jnp.flip(sequence, 1) if reverse else sequence,
@@ -181,7 +181,7 @@ def test_any_initial_carry_even_negative_or_large(space, key):
     for fill in (0.0, -100.0, 1e4, -1e-20):
         carry = jnp.full((2, HIDDEN), fill).at[0, 0].set(-fill - 1.0)
         final_expected, ys_expected = python_loop(cell, params, xs, carry)
-        ys, final = run(cell, params, xs, carry, mode="parallel")
+        ys, final = run(cell, params, xs, carry, scan="parallel")
         np.testing.assert_allclose(ys, jnp.swapaxes(ys_expected, 0, 1), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(final, final_expected, rtol=1e-5, atol=1e-5)
 
@@ -205,8 +205,8 @@ def test_saturated_gates_keep_the_log_space_finite(name, key):
 
 def test_remat_and_unroll_are_ignored_on_the_parallel_path(key):
     cell, params, xs, carry = setup("minlstm", key, time=9)
-    reference = run(cell, params, xs, carry, mode="parallel")
-    assert_trees_close(jax.jit(lambda p, xs, h: unroll(cell, p, xs, carry=h, mode="parallel", remat=True, unroll=4),
+    reference = run(cell, params, xs, carry, scan="parallel")
+    assert_trees_close(jax.jit(lambda p, xs, h: unroll(cell, p, xs, carry=h, scan="parallel", remat=True, unroll=4),
                                compiler_options=FAST_COMPILE)(params, xs, carry), reference)
 
 
@@ -218,7 +218,7 @@ def test_make_cell_builds_the_minimal_cells_by_name():
 
 
 def test_bidirectional_stack_parallel_equals_sequential(key):
-    """Layers call `unroll` with mode="auto": a cell's `parallel_min_length` picks the path inside a stack."""
+    """Layers call `unroll` with scan="auto": a cell's `parallel_min_length` picks the path inside a stack."""
     xs = jax.random.normal(key, (3, 12, INPUT))
     lengths = jnp.array([12, 5, 0])
 
@@ -292,6 +292,6 @@ def test_bad_params_and_carries(key):
     with pytest.raises(ValueError, match="expects bias_ih of shape \\(8,\\), got \\(3,\\)"):
         cell.step(params._replace(bias_ih=jnp.zeros(3)), cell.initial_carry(2), jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="carry must have shape \\(2, 4\\).*got \\(3, 4\\)"):
-        unroll(cell, params, jnp.ones((2, 5, 3)), carry=jnp.zeros((3, 4)), mode="parallel")
+        unroll(cell, params, jnp.ones((2, 5, 3)), carry=jnp.zeros((3, 4)), scan="parallel")
     with pytest.raises(ValueError, match="xs has 5 features"):
-        unroll(cell, params, jnp.ones((2, 5, 5)), mode="parallel")
+        unroll(cell, params, jnp.ones((2, 5, 5)), scan="parallel")

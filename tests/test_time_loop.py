@@ -1,7 +1,7 @@
 """The time loop, as a registry of properties every cell must satisfy: scan equals a Python loop over `step`,
 masked batches equal per-sequence runs (forward and reverse), unroll/remat/jit/time-major/unbatched/vmap never change
 results, gradients match central finite differences in float64, and bad input raises a clear error. The minimal
-cells are registered twice: with the default `mode="auto"` at TIME = 6 they run sequentially, and with
+cells are registered twice: with the default `scan="auto"` at TIME = 6 they run sequentially, and with
 `parallel_min_length=0` every property is checked on the parallel (associative-scan) path, in both scan spaces."""
 
 import jax
@@ -27,7 +27,8 @@ CELLS = {
     "mingru_parallel_log": MinGRU(HIDDEN, parallel_min_length=0),
     "minlstm_parallel_linear": MinLSTM(HIDDEN, scan_space="linear", parallel_min_length=0),
 }
-EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" for name in CELLS}
+EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" if "min" in name else "fused"
+                 for name in CELLS}
 
 
 def setup(name, key, dtype=jnp.float32):
@@ -216,12 +217,14 @@ def test_bad_input_is_reported_at_trace_time_under_jit(key):
         jax.jit(lambda xs: unroll(cell, params, xs, carry=jnp.zeros((BATCH, HIDDEN))))(xs)
 
 
-# -- paths: sequential (lax.scan) or parallel (associative scan) ------------------------------------------------------
+# -- paths: fused, sequential (lax.scan) or parallel (associative scan) ------------------------------------------------
 @pytest.mark.parametrize("name", CELLS)
 def test_each_cell_runs_its_expected_path(name, key):
     cell, params, xs, _ = setup(name, key)
     assert unroll_path(cell, params, xs) == EXPECTED_PATH[name]
-    assert unroll_path(cell, params, xs, mode="sequential") == "sequential"
+    sequential = "fused" if EXPECTED_PATH[name] == "fused" else "sequential"
+    assert unroll_path(cell, params, xs, scan="sequential") == sequential
+    assert unroll_path(cell, params, xs, scan="sequential", backward="autodiff") == "sequential"
     shapes = jax.eval_shape(lambda: (params, xs))  # shapes and dtypes are enough, nothing is computed
     assert unroll_path(cell, *shapes) == EXPECTED_PATH[name]
 
@@ -230,14 +233,14 @@ def test_auto_mode_switches_at_the_cells_parallel_min_length(key):
     _, params, xs, _ = setup("mingru", key)
     assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, xs) == "parallel"
     assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME + 1), params, xs) == "sequential"
-    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=10**9), params, xs, mode="parallel") == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, parallel_min_length=10**9), params, xs, scan="parallel") == "parallel"
     # the default (None) defers to the backend: never on CPU, where the parallel path measured slower
     long_min_xs = jax.ShapeDtypeStruct((BATCH, 4096, INPUT), jnp.float32)
     expected = "sequential" if jax.default_backend() == "cpu" else "parallel"
     assert unroll_path(MinGRU(HIDDEN), params, long_min_xs) == expected
     long_xs = jax.ShapeDtypeStruct((BATCH, 10**6, INPUT), jnp.float32)
     _, gru_params, _, _ = setup("gru", key)
-    assert unroll_path(GRU(HIDDEN), gru_params, long_xs) == "sequential"  # not linear in its carry
+    assert unroll_path(GRU(HIDDEN), gru_params, long_xs) == "fused"  # not linear in its carry: never parallel
     # time-major and unbatched shapes count the time axis, not the batch
     assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, jnp.swapaxes(xs, 0, 1),
                        time_major=True) == "parallel"
@@ -252,25 +255,25 @@ def test_parallel_memory_guard(key):
     assert parallel_memory_bytes(TIME, BATCH, HIDDEN, jnp.float32, "linear") < estimate
     guarded = MinGRU(HIDDEN, parallel_min_length=0, max_parallel_bytes=estimate - 1)
     with pytest.raises(ValueError, match=r"MinGRU parallel scan over time=6, batch=3, hidden=4 \(float32\) needs an "
-                                         r"estimated 9,216 bytes .*over max_parallel_bytes=9,215.*mode='sequential'"):
-        unroll(guarded, params, xs, mode="parallel")
+                                         r"estimated 9,216 bytes .*over max_parallel_bytes=9,215.*scan='sequential'"):
+        unroll(guarded, params, xs, scan="parallel")
     # "auto" falls back to the sequential path instead of raising, and says so
     assert unroll_path(guarded, params, xs) == "sequential"
-    assert_trees_close(unroll(guarded, params, xs), unroll(MinGRU(HIDDEN), params, xs, mode="sequential"))
+    assert_trees_close(unroll(guarded, params, xs), unroll(MinGRU(HIDDEN), params, xs, scan="sequential"))
     fits = MinGRU(HIDDEN, max_parallel_bytes=estimate)
-    assert unroll_path(fits, params, xs, mode="parallel") == "parallel"
-    assert unroll_path(MinGRU(HIDDEN, max_parallel_bytes=None), params, xs, mode="parallel") == "parallel"
+    assert unroll_path(fits, params, xs, scan="parallel") == "parallel"
+    assert unroll_path(MinGRU(HIDDEN, max_parallel_bytes=None), params, xs, scan="parallel") == "parallel"
 
 
 @pytest.mark.parametrize(
     "name, mode, match",
     [
-        ("gru", "parallel", "mode='parallel' needs a cell linear in its carry.*GRU reads its carry"),
+        ("gru", "parallel", "scan='parallel' needs a cell linear in its carry.*GRU reads its carry"),
         ("lstm", "parallel", "LSTM reads its carry"),
-        ("mingru", "fast", "mode must be one of \\('auto', 'sequential', 'parallel'\\), got 'fast'"),
+        ("mingru", "fast", "scan must be one of \\('auto', 'sequential', 'parallel'\\), got 'fast'"),
     ],
 )
 def test_bad_mode_raises(name, mode, match, key):
     cell, params, xs, _ = setup(name, key)
     with pytest.raises(ValueError, match=match):
-        unroll(cell, params, xs, mode=mode)
+        unroll(cell, params, xs, scan=mode)

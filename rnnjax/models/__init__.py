@@ -1,0 +1,39 @@
+"""rnnjax.models: task models over arrays (ids, features, lengths in; logits or forecasts out), never files.
+
+Each is a frozen dataclass spec with `init(key)` and `apply(params, ...)`, any core cell inside.
+"""
+
+# Language modeling.
+from rnnjax.models.language_model import LanguageModel
+from rnnjax.models.language_model import sample
+from rnnjax.models.language_model import zaremba_loss
+
+# Sequence classification.
+from rnnjax.models.classifier import POOLINGS
+from rnnjax.models.classifier import SequenceClassifier
+from rnnjax.models.classifier import classification_loss_fn
+from rnnjax.models.classifier import masked_pool
+from rnnjax.models.classifier import variational_dropout
+
+# Forecasting.
+from rnnjax.models.forecasters import DirectForecaster
+from rnnjax.models.forecasters import Seq2SeqForecaster
+from rnnjax.models.revin import revin_denormalize
+from rnnjax.models.revin import revin_init
+from rnnjax.models.revin import revin_normalize
+
+__all__ = [
+    "DirectForecaster",
+    "LanguageModel",
+    "POOLINGS",
+    "Seq2SeqForecaster",
+    "SequenceClassifier",
+    "classification_loss_fn",
+    "masked_pool",
+    "revin_denormalize",
+    "revin_init",
+    "revin_normalize",
+    "sample",
+    "variational_dropout",
+    "zaremba_loss",
+]

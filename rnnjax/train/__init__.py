@@ -1,0 +1,58 @@
+"""rnnjax.train: the training engine — optimizers, the jitted step, the fit loop, checkpoints, data parallelism.
+
+Any model is trained through one loss function `loss_fn(params, carry, batch, key) -> (loss, (carry, metrics))`
+(`carry`: the truncated-BPTT state or None; `key`: for dropout, None in evaluation).
+"""
+
+# Optimizers: optax, always behind clip_by_global_norm.
+from rnnjax.train.optimizer import OptimizerConfig
+from rnnjax.train.optimizer import global_norm
+from rnnjax.train.optimizer import make_optimizer
+from rnnjax.train.optimizer import make_schedule
+
+# One jitted step over a TrainState.
+from rnnjax.train.step import TrainState
+from rnnjax.train.step import create_train_state
+from rnnjax.train.step import make_train_step
+from rnnjax.train.step import train_step_fn
+
+# The loop: epochs, logging, plots, checkpoints, resume.
+from rnnjax.train.loop import NonFiniteError
+from rnnjax.train.loop import TrainerConfig
+from rnnjax.train.loop import fit
+
+# Checkpoints.
+from rnnjax.train.checkpoint import CheckpointError
+from rnnjax.train.checkpoint import CheckpointManager
+from rnnjax.train.checkpoint import load_checkpoint
+from rnnjax.train.checkpoint import save_checkpoint
+
+# Data parallelism on a jax.sharding.Mesh.
+from rnnjax.train.parallel import data_mesh
+from rnnjax.train.parallel import replicate
+from rnnjax.train.parallel import shard_batch
+
+# Host memory (process-wide malloc settings; never applied on import).
+from rnnjax.train.host_memory import retain_freed_memory
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointManager",
+    "NonFiniteError",
+    "OptimizerConfig",
+    "TrainState",
+    "TrainerConfig",
+    "create_train_state",
+    "data_mesh",
+    "fit",
+    "global_norm",
+    "load_checkpoint",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "replicate",
+    "retain_freed_memory",
+    "save_checkpoint",
+    "shard_batch",
+    "train_step_fn",
+]

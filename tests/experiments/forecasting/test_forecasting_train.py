@@ -1,0 +1,58 @@
+"""The forecasting experiment: a tiny end-to-end run, repeatability, the run directory, and rejected configs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.forecasting import train as forecasting
+
+pytest.importorskip("statsmodels")  # the embedded default series ships with statsmodels
+
+TINY = ["--dataset", "co2", "--lookback", "16", "--horizon", "4", "--patch-length", "4", "--hidden-size", "4",
+        "--epochs", "2", "--max-steps-per-epoch", "3", "--batch-size", "8", "--eval-batch-size", "512",
+        "--log-every", "1", "--quiet"]
+
+
+def test_tiny_run_is_repeatable_and_writes_the_run_directory(capsys, tmp_path):
+    first = forecasting.main(TINY + ["--run-dir", str(tmp_path / "a")])
+    output = capsys.readouterr().out
+    assert '"dataset": "co2"' in output and '"seed": 0' in output and "repeat_last" in output
+    second = forecasting.main(TINY + ["--run-dir", str(tmp_path / "b")])
+    assert first["test"] == second["test"] and first["test_by_step"] == second["test_by_step"]
+    assert set(first["test"]) == {"model", "repeat_last", "seasonal_naive", "linear", "nlinear"} - (
+        set() if first["lookback"] >= 52 else {"seasonal_naive"})
+    assert set(first["linear_ridge"]) == {"linear", "nlinear"}  # penalties picked on the validation windows
+    run = tmp_path / "a"
+    for name in ("config.json", "metrics.jsonl", "results.json", "plots/forecasts.png", "plots/error_by_step.png"):
+        assert (run / name).exists(), name
+    assert list((run / "best_params").glob("*.npz")) and list((run / "checkpoints").glob("*.npz"))
+    saved = json.loads((run / "results.json").read_text())
+    assert len(saved["test_by_step"]["model"]["mse"]) == 4 and first["steps"] == 6
+    third = forecasting.main(TINY + ["--run-dir", str(tmp_path / "c"), "--seed", "1"])
+    assert third["test"]["model"] != first["test"]["model"]
+    assert third["test"]["linear"] == first["test"]["linear"]  # baselines do not depend on the seed
+
+
+def test_seq2seq_with_covariates_and_scheduled_sampling(tmp_path):
+    report = forecasting.main(TINY + ["--model", "seq2seq", "--covariates", "--scheduled-sampling-rate", "0.3",
+                                      "--mode", "lstm", "--epochs", "1", "--run-dir", str(tmp_path / "s")])
+    assert np.isfinite(report["test"]["model"]["mse"])
+
+
+def test_rejected_configurations():
+    with pytest.raises(SystemExit):
+        forecasting.parse_config(["--hidden", "8"])
+    with pytest.raises(ValueError, match="unknown dataset"):
+        forecasting.parse_config(["--dataset", "ETTh9"])
+    with pytest.raises(ValueError, match="patch_length must divide lookback"):
+        forecasting.parse_config(["--lookback", "10", "--patch-length", "4"])
+    with pytest.raises(ValueError, match="scheduled_sampling_rate applies to model='seq2seq' only"):
+        forecasting.parse_config(["--scheduled-sampling-rate", "0.2"])
+
+
+def test_horizon_longer_than_a_split_is_a_clear_error(tmp_path):
+    config = forecasting.parse_config(["--dataset", "nile", "--lookback", "8", "--horizon", "12", "--patch-length",
+                                       "1", "--run-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"the valid split \(rows \[70, 80\), 10 rows\).*horizon 12"):
+        forecasting.build_data(config)

@@ -1,0 +1,171 @@
+"""The training loop end to end on the toy run of tests/toy_training.py: it learns, it is deterministic, it survives
+SIGKILL and a corrupted checkpoint, it stops on repeated NaNs, and it writes the run directory people expect."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import toy_training
+from helpers import assert_trees_equal
+from rnnjax.train.checkpoint import CheckpointManager
+from rnnjax.train.loop import NonFiniteError, TrainerConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TIMING_FIELDS = ("steps_per_second", "tokens_per_second")
+
+
+def metric_lines(run_dir):
+    lines = [json.loads(line) for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in TIMING_FIELDS} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted 3-epoch run (18 steps), shared by the tests that compare against it."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    state, summary = toy_training.run(run_dir)
+    return run_dir, state, summary
+
+
+def test_the_toy_model_learns(reference_run):
+    run_dir, _, summary = reference_run
+    losses = [line["loss"] for line in metric_lines(run_dir) if line["split"] == "train"]
+    assert summary["steps"] == 18 and len(losses) == 9
+    assert losses[-1] < losses[0] / 2, losses  # the loop trains: the loss at least halves in 18 steps
+
+
+def test_two_runs_with_one_seed_are_identical(reference_run, tmp_path):
+    run_dir, state, _ = reference_run
+    again, _ = toy_training.run(tmp_path)
+    assert_trees_equal(again.params, state.params)
+    assert_trees_equal(again.opt_state, state.opt_state)
+    assert metric_lines(tmp_path) == metric_lines(run_dir)
+    other_seed, _ = toy_training.run(tmp_path / "other", seed=1)
+    assert not np.array_equal(other_seed.params["dense"], state.params["dense"])
+
+
+def test_run_directory(reference_run):
+    run_dir, _, summary = reference_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"] == {"seed": 0, "toy": True} and config["trainer"]["num_epochs"] == 3
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    first = metric_lines(run_dir)[0]
+    assert {"split", "step", "epoch", "loss", "mae", "grad_norm", "skipped"} <= set(first)
+    assert sorted(CheckpointManager(run_dir / "checkpoints").steps()) == [16, 18]  # keep_checkpoints=2
+
+
+def test_plots_are_drawn(tmp_path):
+    optimizer = toy_training.make_optimizer(toy_training.OptimizerConfig(max_grad_norm=1.0))
+    state = toy_training.make_state(0, optimizer)
+    config = TrainerConfig(run_dir=str(tmp_path), num_epochs=1, log_every=2, quiet=True, plots=True)
+    toy_training.fit(config, state, toy_training.train_step_fn(toy_training.loss_fn, optimizer),
+                     lambda epoch: toy_training.batches(0, epoch), resume=False)
+    for name in ("loss", "grad_norm", "mae"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(reference_run, tmp_path):
+    _, reference_state, _ = reference_run
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                                               str(ROOT / "tests" / "train")]))
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "train" / "toy_training.py"), str(tmp_path), "--sleep", "0.4"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.exists() and any(checkpoints.glob("checkpoint_*.npz"))):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    steps = CheckpointManager(checkpoints).steps()
+    assert steps and max(steps) < 18  # killed mid-run, after at least one checkpoint
+    resumed, summary = toy_training.run(tmp_path)
+    assert summary["steps"] == 18
+    assert_trees_equal(resumed.params, reference_state.params)
+    assert_trees_equal(resumed.opt_state, reference_state.opt_state)
+    assert_trees_equal(resumed.carry, reference_state.carry)
+
+
+def test_a_truncated_latest_checkpoint_is_skipped(reference_run, tmp_path):
+    _, reference_state, _ = reference_run
+    toy_training.run(tmp_path, epochs=2)  # checkpoints at steps 8 and 12
+    latest = tmp_path / "checkpoints" / "checkpoint_000000012.npz"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    with pytest.warns(RuntimeWarning, match="checkpoint_000000012"):
+        resumed, summary = toy_training.run(tmp_path)  # falls back to step 8, trains on to 18
+    assert summary["steps"] == 18
+    assert_trees_equal(resumed.params, reference_state.params)
+
+
+def test_repeated_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    # Batches from global index 5 on give a NaN loss: step 5 is the last good one.
+    with pytest.raises(NonFiniteError, match="3 consecutive steps had a non-finite loss or gradient"):
+        toy_training.run(tmp_path / "poisoned", poison_from=5, max_bad_steps=3, checkpoint_every=4)
+    template = toy_training.make_state(0, toy_training.make_optimizer(toy_training.OptimizerConfig()))
+    state, _, step = CheckpointManager(tmp_path / "poisoned" / "checkpoints").restore_latest(template)
+    assert step == 6  # the end-of-epoch checkpoint, written after the skipped step 6
+    assert int(state.skipped_steps) == 1
+    # its params are those after step 5 of a clean run: the bad step changed nothing
+    toy_training.run(tmp_path / "clean", epochs=1, checkpoint_every=5)
+    clean, _, clean_step = CheckpointManager(tmp_path / "clean" / "checkpoints").restore_latest(template)
+    assert clean_step == 6
+    clean_5 = toy_training.checkpoint_params(tmp_path / "clean" / "checkpoints", 5, template)
+    assert_trees_equal(state.params, clean_5)
+    skipped = [line["skipped"] for line in metric_lines(tmp_path / "poisoned")]
+    assert skipped[:2] == [0, 0] and sum(skipped) >= 3
+
+
+def test_a_single_non_finite_step_is_skipped_and_counted(tmp_path):
+    # Only the last batch of the run is poisoned: one bad step, below the limit; the run finishes.
+    state, summary = toy_training.run(tmp_path, epochs=1, poison_from=5, max_bad_steps=3)
+    assert summary["skipped_steps"] == 1 and int(state.bad_steps) == 1
+    assert metric_lines(tmp_path)[-1]["skipped"] == 1
+
+
+@pytest.mark.parametrize(
+    "fields, error, match",
+    [
+        (dict(log_every=0), ValueError, "log_every must be >= 1"),
+        (dict(num_epochs=-1), ValueError, "num_epochs must be >= 1"),
+        (dict(keep_checkpoints=1.5), TypeError, "keep_checkpoints must be an int"),
+        (dict(run_dir=""), ValueError, "run_dir must be a non-empty path"),
+    ],
+)
+def test_bad_trainer_configuration(fields, error, match):
+    with pytest.raises(error, match=match):
+        TrainerConfig(**({"run_dir": "runs/x"} | fields))
+
+
+def test_an_empty_batch_is_a_clear_error_before_compilation(tmp_path):
+    optimizer = toy_training.make_optimizer(toy_training.OptimizerConfig())
+    state = toy_training.make_state(0, optimizer)
+    compiled = []
+
+    def train_step(state, batch):  # would be traced by jit; must never be reached
+        compiled.append(True)
+        return state, {}
+
+    empty = {"xs": np.zeros((0, 5, 2), np.float32)}
+    config = TrainerConfig(run_dir=str(tmp_path), quiet=True, plots=False)
+    with pytest.raises(ValueError, match=r"batch leaf \['xs'\] has batch size 0"):
+        toy_training.fit(config, state, train_step, lambda epoch: [empty])
+    assert not compiled
+
+
+def test_a_fresh_run_replaces_the_previous_run_in_its_directory(tmp_path):
+    toy_training.run(tmp_path, epochs=3)  # checkpoints at 16 and 18
+    state, summary = toy_training.run(tmp_path, epochs=1, resume=False)
+    assert summary["steps"] == 6
+    assert CheckpointManager(tmp_path / "checkpoints").steps() == [4, 6]
+    assert max(line["step"] for line in metric_lines(tmp_path)) == 6
