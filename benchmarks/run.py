@@ -96,7 +96,11 @@ PRESETS = {
                      ("gru", "sequential", "rnnjax"), ("lstm", "sequential", "rnnjax")],  # (cell, scan mode, name)
     },
 }
-QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "train-step": [(4, 16, 8, 16)],
+# On one NVIDIA GPU (benchmarks/gpu_check.sh runs it in float32 and bfloat16): the standard shapes, rnnjax on its
+# GPU path (cudnn or pallas, as `unroll_path` reports) and on its own XLA scan (rnnjax[autodiff]), against Flax and
+# PyTorch's cuDNN modules; a GEMM large enough to find the GPU's ceiling; rounds sized to fit the script's budget.
+PRESETS["gpu"] = dict(PRESETS["standard"], backwards=["auto", "autodiff"], gemm_size=8192, rounds=2, repeats=5)
+QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "train-step": [(4, 16, 8, 16)], "gpu": [(4, 16, 8, 16)],
                        "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
 CEILING_REPEATS = 5
 
@@ -171,7 +175,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="standard: lstm, gru at four shapes, train + infer, vs flax and torch; train-step: lstm, "
                              "gru training steps, rnnjax and rnnjax[autodiff] vs flax and torch; parallel-scan: minGRU "
-                             "parallel/sequential vs gru, lstm at T = 256 ... 4096 (with --quick: small shapes)")
+                             "parallel/sequential vs gru, lstm at T = 256 ... 4096; gpu: the standard shapes with "
+                             "rnnjax's GPU path and its XLA scan (rnnjax[autodiff]) vs flax and torch cuDNN "
+                             "(benchmarks/gpu_check.sh) (with --quick: small shapes)")
     return parser
 
 

@@ -178,7 +178,7 @@ def rnnjax_paths(cell, params, xs, scan_mode: str, backward: str = "auto") -> di
     (`rnnjax.unroll_path`: "parallel", "fused" = the sequential scan with the hand-written backward pass, or
     "sequential" = autodiff of the plain `lax.scan`), and `custom_backward` = whether that is the fused path."""
     path = rnnjax.unroll_path(cell, params, xs, scan=scan_mode, backward=backward)
-    return {"path": path, "custom_backward": path == "fused"}
+    return {"path": path, "custom_backward": path in ("fused", "cudnn", "pallas")}  # the GPU kernels' own VJPs
 
 
 def rnnjax_variant(spec: Spec, scan_mode: str, name: str = "rnnjax", backward: str = "auto",

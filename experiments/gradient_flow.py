@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 import rnnjax
+from experiments import cli
 from experiments.cli import parse_config_flags
 from experiments.quickstart import TRIVIAL_MSE, adding_problem
 from rnnjax import _checks
@@ -627,9 +628,16 @@ def run(config: Config, print_fn: Callable = print) -> dict:
     return results
 
 
+def validate(config: Config) -> None:
+    """What `Config.__post_init__` cannot check without touching the disk: that `run_dir` can be written."""
+    cli.check_run_dir(config.run_dir)
+
+
 def parse_config(argv=None) -> Config:
-    """A `Config` from `--field value` flags over the optional `--quick` preset; unknown flags are rejected."""
-    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], quick=QUICK)
+    """A `Config` from `--field value` flags over the optional `--quick` preset, validated (`Config.__post_init__`,
+    `validate`); an unknown flag or a bad value exits with status 2 and one line naming the flag."""
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], quick=QUICK, validate=validate,
+                              exit_on_error=True)
 
 
 def main(argv=None) -> dict:

@@ -15,7 +15,6 @@ under `jit`, a run directory with metrics, plots and a final checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -24,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 import rnnjax
+from experiments import cli
+from rnnjax import _checks
 
 TRIVIAL_MSE = 1.0 / 6.0  # variance of U(0,1) + U(0,1): the error of always predicting the mean, 1
 
@@ -122,18 +123,25 @@ def run(config: Config, print_fn=print) -> dict:
     return summary
 
 
+def validate(config: Config) -> None:
+    """Raises a ValueError naming the first invalid field of `config`; run before anything is computed or written
+    (the command line shows the field as its flag)."""
+    rnnjax.RNN(config.mode, 2, config.hidden_size, config.num_layers)  # mode and sizes
+    if _checks.check_positive_int("time", config.time) < 2:
+        raise ValueError(f"time must be >= 2 (the adding problem marks one step in each half), got {config.time}")
+    for name in ("batch_size", "steps", "test_size", "log_every"):
+        _checks.check_positive_int(name, getattr(config, name))
+    _checks.check_nonnegative_int("seed", config.seed)
+    rnnjax.train.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
+                                 max_grad_norm=config.max_grad_norm)
+    cli.check_run_dir(config.run_dir)
+
+
 def parse_config(argv=None) -> Config:
-    """A `Config` from `--field value` flags; unknown flags are rejected."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    for field in dataclasses.fields(Config):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=field.default)
-    config = Config(**vars(parser.parse_args(argv)))
-    rnnjax.RNN(config.mode, 2, config.hidden_size, config.num_layers)  # validates mode and sizes with clear errors
-    return config
+    """A `Config` from `--field value` flags, validated (`validate`); an unknown flag or a bad value exits with
+    status 2 and one line naming the flag."""
+    return cli.parse_config_flags(Config, argv, __doc__.split("\n\n")[0], validate=validate,
+                                  exit_on_error=True)
 
 
 def main(argv=None) -> dict:

@@ -7,6 +7,10 @@ imports torch. The layouts are identical (same names, shapes and gate order), so
     state = {k: v.detach().numpy() for k, v in torch_lstm.state_dict().items()}
     # in rnnjax
     params = from_torch_state_dict(state, "lstm", num_layers=2, bidirectional=True)
+
+`prefix` reads and writes one submodule of a larger model's state dict (`"lstm."`, `"module.rnn."`, as
+`nn.Module.state_dict` names them); keys outside the prefix are ignored on reading. Whole task models convert
+through their own methods (`rnnjax.models.LanguageModel.from_torch_state_dict`).
 """
 
 from __future__ import annotations
@@ -35,15 +39,22 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def from_torch_state_dict(
-    state_dict: Mapping[str, Any], mode: str, num_layers: int = 1, bidirectional: bool = False
+    state_dict: Mapping[str, Any], mode: str, num_layers: int = 1, bidirectional: bool = False, prefix: str = ""
 ) -> tuple:
     """`RNN(mode, ..., num_layers, bidirectional).init`-shaped params from a PyTorch state dict.
 
-    Values may be NumPy arrays or anything `np.asarray` takes (torch tensors included). Raises a ValueError
-    naming the key for a missing or unexpected key (e.g. LSTM `proj_size`'s `weight_hr_l0`, unsupported) or a
-    shape that does not fit `mode`'s gate count and the previous layer's output size.
+    Values may be NumPy arrays or anything `np.asarray` takes (torch tensors included). With `prefix` (e.g.
+    `"lstm."`), only the keys that start with it are read, with it removed. Raises a ValueError naming the key for
+    a missing or unexpected key (e.g. LSTM `proj_size`'s `weight_hr_l0`, unsupported) or a shape that does not fit
+    `mode`'s gate count and the previous layer's output size.
     """
     _checks.check_choice("mode", mode, MODES)
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if prefix:
+        state_dict = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        if not state_dict:
+            raise ValueError(f"state_dict has no key starting with prefix {prefix!r}")
     num_layers = _checks.check_positive_int("num_layers", num_layers)
     if not isinstance(bidirectional, bool):
         raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
@@ -55,8 +66,8 @@ def from_torch_state_dict(
     unexpected = sorted(set(state_dict) - set(expected_keys))
     if missing or unexpected:
         raise ValueError(
-            f"state_dict does not match mode={mode!r}, num_layers={num_layers}, bidirectional={bidirectional}: "
-            f"missing {missing}, unexpected {unexpected}"
+            f"state_dict{f' under prefix {prefix!r}' if prefix else ''} does not match mode={mode!r}, "
+            f"num_layers={num_layers}, bidirectional={bidirectional}: missing {missing}, unexpected {unexpected}"
         )
     hidden_size = _to_numpy(state_dict["weight_hh_l0"]).shape[-1]
     input_size = _to_numpy(state_dict["weight_ih_l0"]).shape[-1]
@@ -77,10 +88,10 @@ def from_torch_state_dict(
                 }[field]
                 if array.shape != expected:
                     raise ValueError(
-                        f"state_dict[{key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}"
+                        f"state_dict[{prefix + key!r}] must have shape {expected} for mode={mode!r}, got {array.shape}"
                     )
                 if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy alone calls bfloat16 non-floating
-                    raise TypeError(f"state_dict[{key!r}] must be floating, got dtype {array.dtype}")
+                    raise TypeError(f"state_dict[{prefix + key!r}] must be floating, got dtype {array.dtype}")
                 arrays.append(jnp.asarray(array))
             directions.append(params_type(*arrays))
         layers.append(BidirectionalParams(*directions) if bidirectional else directions[0])
@@ -88,8 +99,11 @@ def from_torch_state_dict(
     return tuple(layers)
 
 
-def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
-    """A PyTorch state dict (NumPy arrays, PyTorch's key names) from `RNN` params (or their gradients)."""
+def to_torch_state_dict(params: tuple, prefix: str = "") -> dict[str, np.ndarray]:
+    """A PyTorch state dict (NumPy arrays, PyTorch's key names, each after `prefix`) from `RNN` params (or their
+    gradients)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     if not isinstance(params, (tuple, list)) or not params or isinstance(params, _LAYER_TYPES):
         raise TypeError(
             "params must be a non-empty tuple with one entry per layer (as RNN.init returns), got "
@@ -109,5 +123,5 @@ def to_torch_state_dict(params: tuple) -> dict[str, np.ndarray]:
                 )
             for field in _FIELDS:
                 # a writable copy: torch.from_numpy warns on the read-only views of JAX arrays
-                state[f"{field}_l{layer}{suffix}"] = np.array(getattr(cell_params, field))
+                state[f"{prefix}{field}_l{layer}{suffix}"] = np.array(getattr(cell_params, field))
     return state

@@ -28,15 +28,27 @@ def masked_mean(values: jax.Array, mask=None) -> jax.Array:
     return total / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
 
 
-def _check_labels(logits: jax.Array, labels: jax.Array, what: str) -> None:
+def _check_labels(logits: jax.Array, labels: jax.Array, what: str, mask) -> tuple[jax.Array, jax.Array]:
+    """`(labels, mask)` after checking dtypes, shapes and that every label at a valid position lies in
+    [0, num_classes): a ValueError now when concrete, a `checkify` check when traced (`rnnjax._checks`). Labels at
+    masked positions are never read (any value, e.g. PyTorch's ignore index -100): they are replaced by 0."""
     _checks.check_floating_array("logits", logits)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{what} must be integer class indices, got dtype {labels.dtype}")
+    if not hasattr(labels, "dtype") or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"{what} must be integer class indices, got dtype {getattr(labels, 'dtype', type(labels))}")
     if tuple(logits.shape[:-1]) != tuple(labels.shape):
         raise ValueError(
             f"logits [..., num_classes] and {what} [...] must share leading axes, got logits {tuple(logits.shape)} "
             f"and {what} {tuple(labels.shape)}"
         )
+    given = mask is not None
+    mask = _check_mask(mask, labels.shape)
+    num_classes = logits.shape[-1]
+    # An out-of-range label would gather NaN (past the end) or wrap around (negative): a silent wrong loss.
+    _checks.check_index_range(what, labels, num_classes, valid=mask if given else None,
+                              what=f"num_classes {num_classes}, the last axis of logits")
+    labels = jnp.asarray(labels)
+    labels = jnp.where(mask, labels, 0) if given else labels
+    return labels, mask
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask=None) -> jax.Array:
@@ -44,9 +56,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask=None) -> jax.Array:
 
     `logits` `[..., num_classes]`, `labels` int `[...]`, `mask` bool `[...]`. Used for both tokens
     (`[batch, time, vocab]` with a padding mask: the mean over valid tokens) and classes (`[batch, classes]`).
-    Computed in float32 at least, whatever the logits' dtype.
+    Computed in float32 at least, whatever the logits' dtype. Every label where `mask` is True must lie in
+    [0, num_classes) (checked: a ValueError when concrete, `checkify` under `jit`); masked ones are ignored.
     """
-    _check_labels(logits, labels, "labels")
+    labels, mask = _check_labels(logits, labels, "labels", mask)
     logits = logits.astype(jnp.result_type(logits.dtype, jnp.float32))
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
@@ -54,8 +67,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask=None) -> jax.Array:
 
 
 def accuracy(logits: jax.Array, labels: jax.Array, mask=None) -> jax.Array:
-    """Fraction of valid positions where `argmax(logits) == label`."""
-    _check_labels(logits, labels, "labels")
+    """Fraction of valid positions where `argmax(logits) == label`; labels checked as in `cross_entropy`."""
+    labels, mask = _check_labels(logits, labels, "labels", mask)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return masked_mean(correct, mask)
 

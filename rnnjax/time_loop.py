@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks
+from rnnjax import _gpu
 from rnnjax._fused import fused_unroll
 from rnnjax._fused import supports_fused
 from rnnjax._ops import compute_dtype
@@ -41,7 +42,8 @@ AUTO_PARALLEL_MIN_LENGTH = {"cpu": None, "default": 256}
 
 
 def _check_lengths(lengths: Any, batch_size: int | None, time: int) -> jax.Array:
-    """`lengths` as an int array `[batch]` (a scalar for unbatched input), range-checked when concrete."""
+    """`lengths` as an int array `[batch]` (a scalar for unbatched input) with every entry in [0, time]: a
+    ValueError now when concrete, a `checkify` check when traced (`_checks.check_value_range`)."""
     expected_shape = () if batch_size is None else (batch_size,)
     if not hasattr(lengths, "dtype"):
         lengths = np.asarray(lengths)
@@ -50,11 +52,7 @@ def _check_lengths(lengths: Any, batch_size: int | None, time: int) -> jax.Array
     if tuple(lengths.shape) != expected_shape:
         what = "a scalar for unbatched inputs" if batch_size is None else f"shape ({batch_size},) = [batch]"
         raise ValueError(f"lengths must be {what}, got shape {tuple(lengths.shape)}")
-    if _checks.is_concrete(lengths):
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > time):
-            raise ValueError(f"lengths must lie in [0, {time}] (the time axis), got min {values.min()} "
-                             f"and max {values.max()}")
+    _checks.check_value_range("lengths", lengths, 0, time, what="the time axis")
     return jnp.asarray(lengths)
 
 
@@ -116,7 +114,9 @@ def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = Fals
     - "fused": the sequential scan with the hand-written forward/backward pass of `rnnjax._fused`, taken when the
       cell's class declares a `fused_recurrence` kernel, params and carry share one float32/float64 dtype,
       `remat` is off and `backward` is not "autodiff";
-    - "sequential": `lax.scan` over `cell.recurrent_step`, differentiated by autodiff.
+    - "sequential": `lax.scan` over `cell.recurrent_step`, differentiated by autodiff;
+    - on an NVIDIA GPU, "cudnn" (LSTM, float32: `jax.experimental.rnn`) or "pallas" (LSTM/GRU kernels in Pallas,
+      the GRU and bfloat16 GEMM operands) where `rnnjax._gpu.gpu_path` takes the call, before "fused".
 
     Pure Python on shapes and dtypes (`params`, `xs` and `carry` may be `jax.ShapeDtypeStruct`s), and the very
     function `unroll` consults, so the two cannot disagree; raises exactly what `unroll` raises for `scan`,
@@ -146,6 +146,10 @@ def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = Fals
     projected = jax.eval_shape(cell.project_inputs, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
     if carry is None:
         carry = jax.eval_shape(lambda: cell.initial_carry((batch_size,), dtype))
+    gpu = _gpu.gpu_path(_gpu.backend(), cell, params, xs.dtype, carry, time=time, batch_size=batch_size,
+                        remat=remat, backward=backward)
+    if gpu is not None:
+        return gpu
     if backward != "autodiff" and not remat and supports_fused(cell, params, projected.dtype, carry):
         return "fused"
     if backward == "custom":
@@ -213,8 +217,11 @@ def unroll(
       carry: initial carry shaped like `cell.initial_carry((batch,))` (`(,)` when unbatched); zeros if None.
       lengths: int `[batch]` (a scalar when unbatched), each in [0, time]. PyTorch packed-sequence semantics:
         outputs at `t >= length` are exactly zero and `final_carry` is the carry after each sequence's last valid
-        step (the initial carry for length 0). Concrete lengths out of range raise; under `jit` they cannot be
-        checked and are effectively clipped to [0, time].
+        step (the initial carry for length 0). Out-of-range lengths raise a ValueError when concrete; traced
+        ones (under `jit`) are checked by `jax.experimental.checkify`, as the `rnnjax.train` steps run it (in a
+        plain `jit` they act as clipped to [0, time]). Padded steps may hold anything, NaN and inf included: they
+        are zeroed before any arithmetic, so they never reach outputs, carries or gradients (whose entries for
+        padded inputs are exactly zero).
       reverse: run from the last valid step to the first. With `lengths`, each sequence's valid prefix is
         reversed in place (padding stays at the end), as PyTorch's bidirectional layers do on packed input;
         `final_carry` is then the carry after `t = 0`.
@@ -293,6 +300,10 @@ def unroll(
             # A reverse scan starts at t = time - 1; holding the carry while t >= length makes its first real
             # update at t = length - 1, which reverses each valid prefix in place without gathering.
             valid = jnp.arange(time)[:, None] < lengths[None, :]
+            # Padded steps are zeroed before any arithmetic: their outputs and carries are masked anyway, but a
+            # NaN/inf there would reach every gradient as 0 * NaN (the masked step's cotangent is zero, its
+            # Jacobian is not finite). One select over the inputs, on every path (parallel, fused, sequential).
+            xs_time_major = jnp.where(valid[:, :, None], xs_time_major, jnp.zeros((), xs_time_major.dtype))
 
         if path == "parallel":
             # `remat` and `unroll` do not apply: the scan has no per-step body, and recomputing it whole in the
@@ -304,6 +315,8 @@ def unroll(
             ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
         elif path == "fused":
             final_carry, ys = fused_unroll(cell, params, xs_time_major, carry, valid, reverse, unroll)
+        elif path in _gpu.PATHS:
+            final_carry, ys = _gpu.gpu_unroll(path, cell, params, xs_time_major, carry, lengths, reverse)
         else:
             def step(carry, inputs):
                 projected_x, valid = inputs

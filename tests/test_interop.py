@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FAST_COMPILE
+from helpers import FAST_COMPILE, assert_trees_close
 
 from rnnjax import (
     MODES,
@@ -275,3 +275,23 @@ def test_to_torch_state_dict_wrong_direction_type():
     with pytest.raises(TypeError, match="layer 1_reverse: expected SimpleRNNParams, LSTMParams or GRUParams, "
                                         "got tuple"):
         to_torch_state_dict((forward, BidirectionalParams(forward, tuple(forward))))
+
+
+# -- prefixes: one submodule of a larger model's state dict -----------------------------------------------------------
+def test_prefix_round_trip_ignores_other_submodules(key):
+    params = RNN("gru", input_size=3, hidden_size=4, num_layers=2, bidirectional=True).init(key)
+    state = to_torch_state_dict(params, prefix="module.rnn.")
+    assert all(name.startswith("module.rnn.") for name in state)
+    state["module.embedding.weight"] = np.zeros((5, 3), np.float32)  # another submodule: not read
+    restored = from_torch_state_dict(state, "gru", num_layers=2, bidirectional=True, prefix="module.rnn.")
+    assert_trees_close(restored, params, atol=0, rtol=0)
+
+
+def test_prefix_that_matches_nothing_is_named():
+    state = to_torch_state_dict(RNN("lstm", 2, 3).init(jax.random.key(0)), prefix="lstm.")
+    with pytest.raises(ValueError, match="no key starting with prefix 'rnn.'"):
+        from_torch_state_dict(state, "lstm", prefix="rnn.")
+    with pytest.raises(ValueError, match="under prefix 'lstm.' does not match mode='lstm', num_layers=2"):
+        from_torch_state_dict(state, "lstm", num_layers=2, prefix="lstm.")
+    with pytest.raises(ValueError, match=r"state_dict\['lstm.weight_ih_l0'\] must have shape \(9, 2\) for mode='gru'"):
+        from_torch_state_dict(state, "gru", prefix="lstm.")

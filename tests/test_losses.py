@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 
 from rnnjax import accuracy, cross_entropy, masked_mean, mean_absolute_error, mean_squared_error
 
@@ -69,3 +70,34 @@ def test_gradients_ignore_masked_tokens():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# -- out-of-range labels: a silent NaN (past the end) or a wrapped-around class (negative) before ----------------------
+@pytest.mark.parametrize("metric", [cross_entropy, accuracy])
+@pytest.mark.parametrize("bad, message", [(3, r"got 3 at index \(1,\)"), (-1, r"got -1 at index \(1,\)")])
+def test_out_of_range_labels_raise_naming_the_label_and_the_range(metric, bad, message):
+    logits, labels = np.zeros((3, 3), np.float32), np.array([0, bad, 2])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) \(num_classes 3, the last axis of logits\), "
+                                         + message):
+        metric(logits, labels)
+
+
+@pytest.mark.parametrize("metric", [cross_entropy, accuracy])
+def test_out_of_range_labels_fail_a_checkify_check_under_jit(metric):
+    checked = jax.jit(checkify.checkify(metric))
+    error, _ = checked(jnp.zeros((2, 4, 5)), jnp.full((2, 4), 5))
+    assert error.get().startswith("labels must lie in [0, 5) (num_classes 5, the last axis of logits), got 5 at "
+                                  "flat index 0 of shape (2, 4)")
+    error, _ = checked(jnp.zeros((2, 4, 5)), jnp.full((2, 4), 4))
+    assert error.get() is None
+
+
+def test_labels_at_masked_positions_are_never_read():
+    logits = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    mask = np.array([[True, True, False], [True, False, False]])
+    labels = np.array([[1, 3, 0], [2, 0, 0]])
+    ignored = np.where(mask, labels, -100)  # PyTorch's ignore index where nothing is read
+    for metric in (cross_entropy, accuracy):
+        np.testing.assert_array_equal(metric(logits, ignored, mask), metric(logits, labels, mask))
+    grads = jax.grad(lambda z: cross_entropy(z, ignored, mask))(jnp.asarray(logits))
+    assert bool(jnp.all(jnp.isfinite(grads))) and not jnp.any(grads[~mask])

@@ -28,7 +28,7 @@ def table_names() -> set[str]:
 
 def test_readme_quickstart_runs_as_written():
     blocks = python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     grads = namespace["grads"]
@@ -37,9 +37,16 @@ def test_readme_quickstart_runs_as_written():
     assert all(bool(jax.numpy.all(jax.numpy.isfinite(leaf))) for leaf in jax.tree.leaves(grads))
 
 
-def test_readme_manual_training_loop_runs_as_written():
+def test_readme_flax_nnx_example_runs_as_written():
     namespace = {}
     exec(compile(python_blocks()[1], "README.md", "exec"), namespace)
+    assert bool(jax.numpy.isfinite(namespace["loss"]))
+    assert type(namespace["model"].lstm.weight_hh).__name__ == "Param"
+
+
+def test_readme_manual_training_loop_runs_as_written():
+    namespace = {}
+    exec(compile(python_blocks()[2], "README.md", "exec"), namespace)
     state, metrics = namespace["state"], namespace["metrics"]
     assert int(state.step) == 200 and float(metrics["loss"]) < 1e-2  # the linear model fits its three points
 

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 from jax.test_util import check_grads
 
-from helpers import assert_trees_close
+from helpers import FAST_COMPILE, assert_trees_close
 from rnnjax import GRU, LSTM, SimpleRNN, unroll
 from rnnjax.minimal_cells import MinGRU, MinLSTM
 from rnnjax.time_loop import PARALLEL_ARRAYS_PER_STEP, parallel_memory_bytes, unroll_path
@@ -207,6 +208,22 @@ def test_unbatched_lengths_must_be_a_scalar(key):
     cell, params, xs, _ = setup("lstm", key)
     with pytest.raises(ValueError, match="lengths must be a scalar for unbatched inputs, got shape \\(1,\\)"):
         unroll(cell, params, xs[0], lengths=jnp.array([3]))
+
+
+@pytest.mark.parametrize("name", ["lstm", "mingru_parallel_log"])  # the fused and the parallel path
+def test_traced_lengths_out_of_range_fail_a_checkify_check(name, key):
+    """Under `jit` the lengths are not known at trace time: checkify (as the `rnnjax.train` steps run it) checks
+    them on the device; before, a length past T silently acted as T."""
+    cell, params, xs, _ = setup(name, key)
+    run = jax.jit(checkify.checkify(lambda lengths: unroll(cell, params, xs, lengths=lengths)),
+                  compiler_options=FAST_COMPILE)
+    assert run(jnp.array(LENGTHS))[0].get() is None
+    for lengths, value, index in (([6, 7, 1], 7, 1), ([6, 0, -2], -2, 2)):
+        assert run(jnp.array(lengths))[0].get() == (f"lengths must lie in [0, 6] (the time axis), got {value} at "
+                                                    f"flat index {index} of shape (3,) (`check` failed)")
+    vmapped = jax.jit(checkify.checkify(jax.vmap(lambda x, n: unroll(cell, params, x, lengths=n))),
+                      compiler_options=FAST_COMPILE)
+    assert "got 9" in vmapped(xs, jnp.array([1, 9, 2]))[0].get()
 
 
 def test_bad_input_is_reported_at_trace_time_under_jit(key):

@@ -34,13 +34,15 @@ import jax
 import numpy as np
 
 import rnnjax
+from experiments import cli
 from experiments.cli import parse_config_flags
 from experiments.forecasting import baselines
 from experiments.forecasting.calendar_features import calendar_features
 from experiments.forecasting.metrics import accumulate_errors, summarize_errors
 from rnnjax.models.forecasters import DirectForecaster, Seq2SeqForecaster
 from experiments.forecasting.scaling import fit_scaler, scale
-from experiments.forecasting.series import SERIES, load_series
+from experiments.forecasting.series import FILLS, SERIES, load_series
+from rnnjax import _checks
 from experiments.forecasting.windows import SPLIT_NAMES, batch_indices, gather_windows, split_ranges, window_starts
 
 
@@ -375,16 +377,33 @@ def plot_results(run_dir, data, config, model_predictions, baseline_predictions,
     pyplot.close(figure)
 
 
-def parse_config(argv=None) -> Config:
-    """A `Config` from a preset and `--field value` flags; unknown flags are rejected, values validated."""
-    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
+def validate(config: Config) -> None:
+    """Raises a ValueError naming the first invalid field of `config`; run before any data loads or any file is
+    written (the command line shows the field as its flag)."""
     if config.dataset not in SERIES:
         raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(sorted(SERIES))}")
     if config.features not in ("S", "M"):
         raise ValueError(f"features must be 'S' or 'M', got {config.features!r}")
+    if config.fill:
+        _checks.check_choice("fill", config.fill, FILLS)
+    cli.check_directory("data_dir", config.data_dir)
+    for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        _checks.check_positive_int(name, getattr(config, name))
+    for name in ("max_steps_per_epoch", "plot_windows", "seed"):
+        _checks.check_nonnegative_int(name, getattr(config, name))
+    _checks.check_rate("scheduled_sampling_rate", config.scheduled_sampling_rate)  # read only once training runs
     parse_ridge_grid(config.ridge_grid)
-    make_model(config, 1, 0)  # validates model, mode, sizes, patch_length and switches before any data loads
-    return config
+    make_model(config, 1, 0)  # model, mode, sizes, patch_length and switches, in the config's own field names
+    rnnjax.train.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
+                                 max_grad_norm=config.max_grad_norm)
+    cli.check_run_dir(config.run_dir)
+
+
+def parse_config(argv=None) -> Config:
+    """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
+    and one line naming its flag."""
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
+                              exit_on_error=True)
 
 
 def main(argv=None) -> dict:

@@ -15,7 +15,6 @@ and is bit-for-bit repeatable on CPU; the run directory holds config, vocabulary
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -29,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
-from experiments import text
+from experiments import cli, text
 from experiments.cli import parse_config_flags
-from experiments.language_modeling.corpora import load_corpus
+from experiments.language_modeling.corpora import CORPORA, load_corpus
+from rnnjax import _checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +228,7 @@ _sample = jax.jit(rnnjax.models.sample, static_argnums=(0, 4, 5, 6))
 
 
 def sample_command(argv) -> str:
-    parser = argparse.ArgumentParser(prog="python -m experiments.language_modeling sample", allow_abbrev=False)
+    parser = cli.OneLineParser(prog="python -m experiments.language_modeling sample", allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a run directory written by training")
     parser.add_argument("--prime", default="The ")
     parser.add_argument("--length", type=int, default=200)
@@ -236,6 +236,15 @@ def sample_command(argv) -> str:
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:  # every value checked before the run is read, each error naming its flag
+        _checks.check_positive_int("--length", args.length)
+        _checks.check_positive_float("--temperature", args.temperature)
+        _checks.check_nonnegative_int("--top-k", args.top_k)
+        _checks.check_nonnegative_int("--seed", args.seed)
+        if not (pathlib.Path(args.run) / "config.json").is_file():
+            raise ValueError(f"--run {args.run!r} is not a run directory (it has no config.json)")
+    except ValueError as error:
+        parser.error(str(error))
     run_dir = pathlib.Path(args.run)
     saved = json.loads((run_dir / "config.json").read_text())["run"]
     config = Config(**saved["config"])
@@ -259,12 +268,27 @@ def _state_template(model, params, config: Config):
                                            carry=model.initial_carry(config.batch_size))
 
 
+def validate(config: Config) -> None:
+    """Raises a ValueError naming the first invalid field of `config`; run before any data loads or any file is
+    written (the command line shows the field as its flag)."""
+    _checks.check_choice("corpus", config.corpus, tuple(CORPORA))
+    _checks.check_choice("level", config.level, ("char", "word"))
+    cli.check_directory("data_dir", config.data_dir)
+    for name in ("batch_size", "num_steps", "epochs", "eval_num_steps", "log_every"):
+        _checks.check_positive_int(name, getattr(config, name))
+    for name in ("max_steps_per_epoch", "sample_length", "top_k", "seed"):
+        _checks.check_nonnegative_int(name, getattr(config, name))
+    _checks.check_positive_float("temperature", config.temperature)
+    make_model(config, 2)  # mode, sizes, dropout and tying, in the config's own field names
+    make_optimizer(config, 1)  # optimizer, learning rate, schedule, decay and clip
+    cli.check_run_dir(config.run_dir)
+
+
 def parse_config(argv=None) -> Config:
-    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
-    if config.level not in ("char", "word"):
-        raise ValueError(f"level must be 'char' or 'word', got {config.level!r}")
-    make_model(config, 2)  # validates mode, sizes, dropout and tying with clear errors before any data loads
-    return config
+    """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
+    and one line naming its flag."""
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
+                              exit_on_error=True)
 
 
 def main(argv=None):

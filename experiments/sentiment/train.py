@@ -24,7 +24,6 @@ bit-for-bit repeatable on CPU.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -37,8 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
+from experiments import cli
 from experiments.cli import parse_config_flags
 from experiments import bucketing, datafiles
+from experiments.sentiment.encoding import TOKENIZERS
+from rnnjax import _checks
 from experiments.sentiment import data as sentiment_data
 from rnnjax.models.classifier import SequenceClassifier, classification_loss_fn
 from experiments.sentiment.encoding import SentenceEncoder
@@ -286,9 +288,11 @@ def train(config: Config) -> dict:
 def summarize_command(argv) -> dict:
     """`summarize --run DIR`: mean/std and the summed confusion matrix over the runs of DIR that have finished
     (their `result.json`), e.g. for a multi-seed run that was stopped early."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.sentiment summarize", allow_abbrev=False)
+    parser = cli.OneLineParser(prog="python -m experiments.sentiment summarize", allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a run directory written by training")
     run_dir = pathlib.Path(parser.parse_args(argv).run)
+    if not run_dir.is_dir():
+        parser.error(f"--run {str(run_dir)!r} is not a directory")
     results = [json.loads(path.read_text()) for path in sorted(run_dir.glob("*/result.json"))]
     if not results:
         raise FileNotFoundError(f"no finished run (*/result.json) in {run_dir}")
@@ -308,13 +312,33 @@ def summarize_command(argv) -> dict:
     return summary
 
 
+def validate(config: Config) -> None:
+    """Raises a ValueError naming the first invalid field of `config`; run before any data loads or any file is
+    written (the command line shows the field as its flag)."""
+    _checks.check_choice("dataset", config.dataset, sentiment_data.DATASETS)
+    if config.tokenizer:
+        _checks.check_choice("tokenizer", config.tokenizer, TOKENIZERS)
+    cli.check_directory("data_dir", config.data_dir)
+    cli.check_file("embeddings", config.embeddings)  # read only after the vocabulary is built: check it now
+    for name in ("min_count", "num_buckets", "batch_size", "epochs", "num_folds", "seeds", "log_every"):
+        _checks.check_positive_int(name, getattr(config, name))
+    for name in ("max_length", "max_folds", "seed"):
+        _checks.check_nonnegative_int(name, getattr(config, name))
+    if config.num_folds < 2:
+        raise ValueError(f"num_folds must be >= 2 (one fold tests, the others train), got {config.num_folds}")
+    if not 0.0 < config.dev_fraction < 1.0:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {config.dev_fraction}")
+    make_model(config, 2, 2)  # mode, sizes, pooling and rates, in the config's own field names
+    rnnjax.train.OptimizerConfig(optimizer=config.optimizer, learning_rate=config.learning_rate,
+                                 max_grad_norm=config.max_grad_norm, weight_decay=config.weight_decay)
+    cli.check_run_dir(config.run_dir)
+
+
 def parse_config(argv=None) -> Config:
-    config = parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS)
-    rnnjax._checks.check_choice("dataset", config.dataset, sentiment_data.DATASETS)
-    for name in ("min_count", "num_buckets", "batch_size", "epochs", "num_folds", "seeds"):
-        rnnjax._checks.check_positive_int(name, getattr(config, name))
-    make_model(config, 2, 2)  # validates mode, sizes, pooling and rates before any data loads
-    return config
+    """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
+    and one line naming its flag."""
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
+                              exit_on_error=True)
 
 
 def main(argv=None):

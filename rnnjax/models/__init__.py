@@ -15,6 +15,16 @@ from rnnjax.models.classifier import classification_loss_fn
 from rnnjax.models.classifier import masked_pool
 from rnnjax.models.classifier import variational_dropout
 
+# Frame models (real-valued inputs: audio features, pixels) and CTC.
+from rnnjax.models.frames import FrameClassifier
+from rnnjax.models.frames import FrameTagger
+from rnnjax.models.frames import frame_classification_loss_fn
+from rnnjax.models.ctc import ctc_greedy_decode
+from rnnjax.models.ctc import ctc_loss
+from rnnjax.models.ctc import ctc_loss_fn
+from rnnjax.models.ctc import ctc_prefix_beam_search
+from rnnjax.models.ctc import edit_distance
+
 # Forecasting.
 from rnnjax.models.forecasters import DirectForecaster
 from rnnjax.models.forecasters import Seq2SeqForecaster
@@ -24,11 +34,19 @@ from rnnjax.models.revin import revin_normalize
 
 __all__ = [
     "DirectForecaster",
+    "FrameClassifier",
+    "FrameTagger",
     "LanguageModel",
     "POOLINGS",
     "Seq2SeqForecaster",
     "SequenceClassifier",
     "classification_loss_fn",
+    "ctc_greedy_decode",
+    "ctc_loss",
+    "ctc_loss_fn",
+    "ctc_prefix_beam_search",
+    "edit_distance",
+    "frame_classification_loss_fn",
     "masked_pool",
     "revin_denormalize",
     "revin_init",

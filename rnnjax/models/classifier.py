@@ -49,6 +49,8 @@ def masked_pool(ys: jax.Array, lengths: jax.Array, pooling: str, backward_size: 
     batch, time, features = ys.shape
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) = [batch], got {tuple(lengths.shape)}")
+    # A length past the time axis would divide the mean by more steps than were summed.
+    _checks.check_value_range("lengths", lengths, 0, time, what="the time axis")
     valid = (jnp.arange(time)[None, :] < lengths[:, None])[:, :, None]  # [B, T, 1]
     nonempty = (lengths > 0)[:, None]
     if pooling == "mean":
@@ -148,14 +150,17 @@ class SequenceClassifier:
         return {"embedding": embedding, "rnn": self.stack.init(rnn_key, self.embedding_size), "output": output}
 
     def apply(self, params: dict, tokens: jax.Array, lengths: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """`tokens` int `[batch, time]`, `lengths` int `[batch]` (each in [0, time]) -> logits `[batch, classes]`.
-        Dropout only when `key` is given (training)."""
+        """`tokens` int `[batch, time]` (every id, padding included, in [0, vocab_size)), `lengths` int `[batch]`
+        (each in [0, time]) -> logits `[batch, classes]`. Dropout only when `key` is given (training). Out-of-range
+        ids or lengths raise a ValueError naming them when concrete and fail a `checkify` check under `jit`."""
         if not hasattr(tokens, "dtype") or not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim != 2:
             raise TypeError(f"tokens must be an integer array [batch, time], got "
                             f"{getattr(tokens, 'dtype', type(tokens))} {getattr(tokens, 'shape', '')}")
         if not hasattr(lengths, "shape") or tuple(lengths.shape) != tokens.shape[:1]:
             raise ValueError(f"lengths must have shape ({tokens.shape[0]},) = [batch], got "
                              f"{getattr(lengths, 'shape', type(lengths))}")
+        # `take` would wrap a negative id around and fill NaN past the end: a silent wrong answer.
+        _checks.check_index_range("tokens", tokens, self.vocab_size, what=f"vocab_size {self.vocab_size}")
         with jax.named_scope("rnnjax.models.SequenceClassifier"):
             xs = jnp.take(params["embedding"], tokens, axis=0)
             keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))

@@ -17,11 +17,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import _checks
+from rnnjax.interop import from_torch_state_dict, to_torch_state_dict
 from rnnjax.layers import Stack, dropout
 from rnnjax.losses import cross_entropy
-from rnnjax.rnn import CELL_MODES, make_cell
+from rnnjax.rnn import CELL_MODES, MODES, make_cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +87,64 @@ class LanguageModel:
                                        maxval=scale)
         return {"embedding": embedding, "rnn": rnn, "output": output}
 
+    def from_torch_state_dict(self, state_dict, embedding: str = "embedding.", rnn: str = "rnn.",
+                              output: str = "decoder.") -> dict:
+        """This model's params from the state dict of a PyTorch word LM `nn.Embedding -> nn.LSTM/GRU/RNN
+        (batch_first) -> nn.Linear`, the three submodules named by their key prefixes (`embedding.weight`
+        [V, E]; `rnn.weight_ih_l0`, ...; `decoder.weight` [V, H] and `decoder.bias` [V]; with `tie_weights` the
+        decoder's weight is the embedding's and only `decoder.bias` is read). Same weights, same logits.
+
+        PyTorch has no minimal cells, so `mode` must be one of `rnnjax.MODES`; shapes are checked against this
+        model's sizes and a mismatch names the key.
+        """
+        _checks.check_choice("mode (PyTorch has no minimal cells)", self.mode, MODES)
+        arrays = {key: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+                  for key, value in state_dict.items()}
+        expected = {f"{embedding}weight": (self.vocab_size, self.embedding_size), f"{output}bias": (self.vocab_size,)}
+        if not self.tie_weights:
+            expected[f"{output}weight"] = (self.vocab_size, self.hidden_size)
+        for key, shape in expected.items():
+            if key not in arrays:
+                raise ValueError(f"state_dict has no {key!r} (expected shape {shape}); keys: {sorted(arrays)}")
+            if arrays[key].shape != shape:
+                raise ValueError(f"state_dict[{key!r}] must have shape {shape} for this model, got "
+                                 f"{arrays[key].shape}")
+        layers = from_torch_state_dict(arrays, self.mode, self.num_layers, prefix=rnn)
+        if layers[0].weight_ih.shape[1] != self.embedding_size or layers[0].weight_hh.shape[1] != self.hidden_size:
+            raise ValueError(f"the {rnn!r} module has input size {layers[0].weight_ih.shape[1]} and hidden size "
+                             f"{layers[0].weight_hh.shape[1]}, this model {self.embedding_size} and {self.hidden_size}")
+        params = {"embedding": jnp.asarray(arrays[f"{embedding}weight"]), "rnn": layers,
+                  "output": {"bias": jnp.asarray(arrays[f"{output}bias"])}}
+        if not self.tie_weights:
+            params["output"]["weight"] = jnp.asarray(arrays[f"{output}weight"])
+        return params
+
+    def to_torch_state_dict(self, params: dict, embedding: str = "embedding.", rnn: str = "rnn.",
+                            output: str = "decoder.") -> dict:
+        """The inverse of `from_torch_state_dict`: NumPy arrays under PyTorch's key names (with `tie_weights`,
+        `decoder.weight` is written as a copy of the embedding, as `load_state_dict` expects it present)."""
+        _checks.check_choice("mode (PyTorch has no minimal cells)", self.mode, MODES)
+        state = {f"{embedding}weight": np.array(params["embedding"])}
+        state.update(to_torch_state_dict(tuple(params["rnn"]), prefix=rnn))
+        weight = params["embedding"] if self.tie_weights else params["output"]["weight"]
+        state[f"{output}weight"] = np.array(weight)
+        state[f"{output}bias"] = np.array(params["output"]["bias"])
+        return state
+
     def initial_carry(self, batch_size: int) -> tuple:
         """Zero carries for a batch (one per layer)."""
         return self.stack.initial_carry((batch_size,))
 
     def apply(self, params: dict, tokens: jax.Array, carry=None, key: jax.Array | None = None):
-        """`tokens` int `[batch, time]` -> `(logits [batch, time, vocab], carry)`; dropout when `key` is given."""
+        """`tokens` int `[batch, time]`, each in [0, vocab_size) -> `(logits [batch, time, vocab], carry)`; dropout
+        when `key` is given. An out-of-range id raises a ValueError naming it when `tokens` is concrete, and
+        fails a `checkify` check under `jit` (`rnnjax.train` steps raise it)."""
         if not hasattr(tokens, "dtype") or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TypeError(f"tokens must be an integer array of ids, got {getattr(tokens, 'dtype', type(tokens))}")
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tuple(tokens.shape)}")
+        # `take` would wrap a negative id around and fill NaN past the end: a silent wrong answer.
+        _checks.check_index_range("tokens", tokens, self.vocab_size, what=f"vocab_size {self.vocab_size}")
         with jax.named_scope("rnnjax.models.LanguageModel"):
             xs = jnp.take(params["embedding"], tokens, axis=0)
             keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))
@@ -128,6 +178,7 @@ def sample(model: LanguageModel, params: dict, key: jax.Array, prime: jax.Array,
     """Generates `length` token ids after the non-empty `prime` ids (one-to-many): the prime sets the state, then a
     `lax.scan` feeds each sampled token back. Sampling from `softmax(logits / temperature)` restricted to the
     `top_k` most likely tokens; reproducible for a given `key`. Jit-friendly (`model`, `length`, `top_k` static).
+    `prime` ids must lie in [0, vocab_size) (checked as in `LanguageModel.apply`).
     """
     length = _checks.check_positive_int("length", length)
     if top_k is not None:

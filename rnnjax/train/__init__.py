@@ -21,6 +21,10 @@ from rnnjax.train.loop import NonFiniteError
 from rnnjax.train.loop import TrainerConfig
 from rnnjax.train.loop import fit
 
+# Metric writers beside metrics.jsonl.
+from rnnjax.train.writers import CSVWriter
+from rnnjax.train.writers import TensorBoardWriter
+
 # Checkpoints.
 from rnnjax.train.checkpoint import CheckpointError
 from rnnjax.train.checkpoint import CheckpointManager
@@ -36,10 +40,12 @@ from rnnjax.train.parallel import shard_batch
 from rnnjax.train.host_memory import retain_freed_memory
 
 __all__ = [
+    "CSVWriter",
     "CheckpointError",
     "CheckpointManager",
     "NonFiniteError",
     "OptimizerConfig",
+    "TensorBoardWriter",
     "TrainState",
     "TrainerConfig",
     "create_train_state",

@@ -17,11 +17,14 @@ dict (config, data-iterator position, ...); JSON turns tuples into lists and dic
 
 Guarantees.
 - Atomic: the file is written to a temporary name in the same directory, flushed and `fsync`ed, renamed over the
-  final name with `os.replace`, and the directory is `fsync`ed. A reader therefore sees either the old set of
-  files or the new complete file, never a partial one, even if the writer is killed at any instruction or the
-  machine loses power after `save_checkpoint` returns. A killed writer can leave a temporary file behind; it never
-  matches the checkpoint name, is ignored by `CheckpointManager.steps`, and is removed by the next
-  `CheckpointManager.save`.
+  final name with `os.replace`, and the directory is `fsync`ed. A write that fails part-way (disk full, read-only
+  directory, a directory path that is a file, an I/O error) raises one `CheckpointWriteError` (an `OSError` with the
+  underlying `errno`) naming the step, the file and the reason; the temporary file is removed, and no earlier
+  checkpoint is touched (the manager deletes old ones only after a new one is complete). A reader therefore sees
+  either the old set of files or the new complete file, never a partial one, even if the writer is killed at any
+  instruction or the machine loses power after `save_checkpoint` returns. A killed writer can leave a temporary
+  file behind; it never matches the checkpoint name, is ignored by `CheckpointManager.steps`, and is removed by the
+  next `CheckpointManager.save`.
 - Self-checking: a file damaged after the fact (truncated copy, flipped bit) fails the zip's CRC-32 or the SHA-256
   and raises `CorruptCheckpointError`; `CheckpointManager.restore_latest` warns and falls back to the previous
   checkpoint. A *mismatch* with the target (structure, shape, dtype) raises `CheckpointError` and is never
@@ -46,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -82,6 +86,12 @@ class CorruptCheckpointError(CheckpointError):
     """A checkpoint file is damaged (truncated, bit-flipped, not a checkpoint): `restore_latest` skips these."""
 
 
+class CheckpointWriteError(OSError):
+    """Saving a checkpoint failed in the file system (disk full, read-only directory, a path that is a file, an
+    I/O error): nothing was written under the checkpoint's name, the temporary file is removed where the file
+    system allows it, and every earlier checkpoint is untouched. `errno` is the underlying error's."""
+
+
 def checkpoint_path(directory: str | os.PathLike, step: int) -> pathlib.Path:
     """The file `save_checkpoint(directory, step, ...)` writes: `directory/checkpoint_{step:09d}.npz`."""
     return pathlib.Path(directory) / f"checkpoint_{_check_step(step):09d}.npz"
@@ -115,9 +125,15 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: Any, metadat
     members.append((_CHECKSUM, _digest(members).encode("ascii")))
 
     directory = path.parent
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        _fsync_directory(directory.parent)  # the new directory's own entry must survive a crash too
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointWriteError(errno.ENOTDIR, f"cannot save checkpoint step {step}: {directory} exists and is "
+                                   "not a directory", str(directory))
+    try:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_directory(directory.parent)  # the new directory's own entry must survive a crash too
+    except OSError as error:
+        raise _write_error(error, step, path, "could not create its directory") from error
     # A random suffix, not mkstemp: the file gets the usual umask permissions instead of mkstemp's 0600.
     temp = directory / f"{path.name}.{secrets.token_hex(8)}.tmp"
     try:
@@ -128,11 +144,30 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: Any, metadat
             file.flush()
             os.fsync(file.fileno())  # the bytes are on disk before the name points at them
         os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # an exception (not a kill) leaves nothing behind
+    except BaseException as error:
+        # An exception (not a kill) leaves nothing behind. On a failing disk the unlink can fail too; the temp
+        # name never matches a checkpoint's, so a leftover is ignored by `steps` and removed by the next save.
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise _write_error(error, step, path, "nothing was written under its name") from error
         raise
-    _fsync_directory(directory)  # the rename itself is durable
+    try:
+        _fsync_directory(directory)  # the rename itself is durable
+    except OSError as error:
+        raise _write_error(error, step, path, "the file is complete, but the directory entry may not survive a "
+                           "crash") from error
     return path
+
+
+def _write_error(error: OSError, step: int, path: pathlib.Path, outcome: str) -> CheckpointWriteError:
+    """One error that says which checkpoint failed, why (the OS's reason, `errno` kept) and what is left."""
+    reason = error.strerror or str(error)
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+    return CheckpointWriteError(error.errno, f"could not save checkpoint step {step} to {path}: {reason}{where}; "
+                                f"{outcome}, and the earlier checkpoints in {path.parent} are untouched", str(path))
 
 
 def load_checkpoint(path: str | os.PathLike, target: Any) -> tuple[Any, dict, int]:
@@ -143,6 +178,8 @@ def load_checkpoint(path: str | os.PathLike, target: Any) -> tuple[Any, dict, in
     arrays, typed PRNG keys re-wrapped. Raises `CorruptCheckpointError` for a damaged file and `CheckpointError`
     for a missing file or a mismatch, naming the first differing path."""
     path = pathlib.Path(path)
+    if path.exists() and not path.is_file():  # a directory (or a device) under a checkpoint's name: damage
+        raise CorruptCheckpointError(f"checkpoint {path} is not a regular file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     manifest, arrays = _read_verified(path)
@@ -189,13 +226,21 @@ class CheckpointManager:
         if self.directory.is_dir():
             for name in os.listdir(self.directory):
                 if _TEMP_RE.fullmatch(name):
-                    (self.directory / name).unlink(missing_ok=True)
+                    try:
+                        (self.directory / name).unlink(missing_ok=True)
+                    except OSError:
+                        pass  # best effort: a leftover temp file is never read, and the save below reports the disk
         path = save_checkpoint(self.directory, step, state, metadata)
+        # Older checkpoints go only after the new one is complete, so a failed save never loses one.
         stale = self.steps()[:-self.keep]
-        for old in stale:
-            checkpoint_path(self.directory, old).unlink(missing_ok=True)
-        if stale:
-            _fsync_directory(self.directory)
+        try:
+            for old in stale:
+                checkpoint_path(self.directory, old).unlink(missing_ok=True)
+            if stale:
+                _fsync_directory(self.directory)
+        except OSError as error:  # the new checkpoint is saved: losing only the retention is worth a warning
+            warnings.warn(f"checkpoint step {step} saved to {path}, but removing older checkpoints failed: {error}",
+                          RuntimeWarning, stacklevel=2)
         return path
 
     def restore_latest(self, target: Any) -> tuple[Any, dict, int] | None:

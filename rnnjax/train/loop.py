@@ -25,6 +25,7 @@ from rnnjax import _checks
 from rnnjax.train.checkpoint import CheckpointManager, checkpoint_path
 from rnnjax.train.run_files import RunFiles, is_writer
 from rnnjax.train.step import TrainState, accumulate_metrics, distinct_buffers, summarize_metrics, zeros_like_metrics
+from rnnjax.train.writers import CSVWriter, TensorBoardWriter
 
 
 class NonFiniteError(RuntimeError):
@@ -41,6 +42,8 @@ class TrainerConfig:
     max_bad_steps: int = 10  # consecutive non-finite steps that stop the run (checked at each log interval)
     quiet: bool = False  # no progress bar and no printed lines (metrics files are still written)
     plots: bool = True  # draw PNG curves at the end (needs matplotlib, the `experiments` extra; skipped without)
+    tensorboard: bool = False  # also write TensorBoard event files to run_dir/tensorboard (needs tensorboardX)
+    csv: bool = False  # also write run_dir/metrics.csv (train) and metrics.valid.csv
     perplexity: bool = False  # also log exp(token loss) and token loss / ln 2 (bits per token): cross-entropy losses
 
     def __post_init__(self):
@@ -88,6 +91,7 @@ def fit(
     resume: bool = True,
     place_batch: Callable[[Any], Any] | None = None,
     steps_per_epoch: int | None = None,
+    writers: tuple = (),
 ) -> tuple[TrainState, dict]:
     """Trains `state` for `config.num_epochs` epochs; returns the final state and the summary.
 
@@ -103,40 +107,47 @@ def fit(
         over, replacing the directory's previous metrics and checkpoints.
       place_batch: e.g. `lambda b: rnnjax.train.shard_batch(b, mesh)` for data parallelism.
       steps_per_epoch: batches per epoch, if known: gives the progress bar a total and an ETA.
+      writers: metric writers (`rnnjax.train.writers`: `write(record)`, `close()`) that get every record
+        `metrics.jsonl` gets, besides the ones `config.tensorboard` and `config.csv` add; closed at the end.
     """
-    run = RunFiles(pathlib.Path(config.run_dir))
-    full_config = {"run": run_config or {}, "trainer": {k: str(v) if isinstance(v, pathlib.Path) else v
-                                                        for k, v in dataclasses.asdict(config).items()}}
-    run.write_config(full_config)
-    manager = CheckpointManager(run.path / "checkpoints", keep=config.keep_checkpoints)
-    say = (lambda text: None) if config.quiet else print
-    state, (start_epoch, start_batch) = _restore_or_start(run, manager, state, resume, say)
-    epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
-    started = time.perf_counter()
-    with _progress_bar(config, epochs.host_step, steps_per_epoch) as epochs.progress:
-        for epoch in range(start_epoch, config.num_epochs):
-            first_batch = start_batch if epoch == start_epoch else 0
-            if first_batch == 0 and initial_carry is not None:
-                epochs.state = epochs.state._replace(carry=distinct_buffers(initial_carry()))
-            epochs.train_epoch(epoch, train_batches(epoch), first_batch, place_batch)
-            if evaluate is not None:
-                epochs.last_valid = {name: float(value) for name, value in evaluate(epochs.state.params).items()}
-                run.append_metrics({"split": "valid", "step": epochs.host_step, "epoch": epoch, **epochs.last_valid})
-                say(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4g}" for k, v in epochs.last_valid.items()))
-            epochs.save(epoch + 1, 0)
+    run_dir = pathlib.Path(config.run_dir)
+    writers = tuple(writers)
+    if config.tensorboard and is_writer():
+        writers += (TensorBoardWriter(run_dir / "tensorboard"),)
+    if config.csv and is_writer():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writers += (CSVWriter(run_dir / "metrics.csv"),)
+    with contextlib.closing(RunFiles(run_dir, writers)) as run:  # the writers are closed whatever happens
+        full_config = {"run": run_config or {}, "trainer": {k: str(v) if isinstance(v, pathlib.Path) else v
+                                                            for k, v in dataclasses.asdict(config).items()}}
+        run.write_config(full_config)
+        manager = CheckpointManager(run.path / "checkpoints", keep=config.keep_checkpoints)
+        say = (lambda text: None) if config.quiet else print
+        state, (start_epoch, start_batch) = _restore_or_start(run, manager, state, resume, say)
+        epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
+        started = time.perf_counter()
+        with _progress_bar(config, epochs.host_step, steps_per_epoch) as epochs.progress:
+            for epoch in range(start_epoch, config.num_epochs):
+                first_batch = start_batch if epoch == start_epoch else 0
+                if first_batch == 0 and initial_carry is not None:
+                    epochs.state = epochs.state._replace(carry=distinct_buffers(initial_carry()))
+                epochs.train_epoch(epoch, train_batches(epoch), first_batch, place_batch)
+                if evaluate is not None:
+                    say(epochs.evaluate(epoch, evaluate))
+                epochs.save(epoch + 1, 0)
 
-    state = epochs.state
-    summary = {
-        "steps": int(state.step),
-        "skipped_steps": int(state.skipped_steps),
-        "seconds": round(time.perf_counter() - started, 2),
-        "train": epochs.last_logged,
-        "valid": epochs.last_valid,
-    }
-    run.write_summary(summary)
-    if config.plots:
-        run.plot()
-    return state, summary
+        state = epochs.state
+        summary = {
+            "steps": int(state.step),
+            "skipped_steps": int(state.skipped_steps),
+            "seconds": round(time.perf_counter() - started, 2),
+            "train": epochs.last_logged,
+            "valid": epochs.last_valid,
+        }
+        run.write_summary(summary)
+        if config.plots:
+            run.plot()
+        return state, summary
 
 
 def _restore_or_start(run: RunFiles, manager: CheckpointManager, state: TrainState, resume: bool, say):
@@ -230,6 +241,12 @@ class _Epochs:
         self.sums = distinct_buffers(zeros_like_metrics(self.metric_names))
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.stop_if_too_many_bad_steps()
+
+    def evaluate(self, epoch: int, evaluate: Callable[[Any], dict]) -> str:
+        """Runs `evaluate(params)`, logs it as the epoch's "valid" record; returns the console line."""
+        self.last_valid = {name: float(value) for name, value in evaluate(self.state.params).items()}
+        self.run.append_metrics({"split": "valid", "step": self.host_step, "epoch": epoch, **self.last_valid})
+        return f"epoch {epoch}: " + "  ".join(f"{k} {v:.4g}" for k, v in self.last_valid.items())
 
     def save(self, epoch: int, batch_index: int) -> None:
         if not is_writer():  # multi-host: one writer; the state is replicated, so its copy is complete

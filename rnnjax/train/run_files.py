@@ -22,9 +22,11 @@ NOT_PLOTTED = {"step", "epoch", "skipped", "steps_per_second", "perplexity", "bi
 
 @dataclasses.dataclass(frozen=True)
 class RunFiles:
-    """The files of one run directory (`path`)."""
+    """The files of one run directory (`path`); every metric record also goes to each of `writers`
+    (`rnnjax.train.writers`)."""
 
     path: pathlib.Path
+    writers: tuple = ()
 
     @property
     def metrics(self) -> pathlib.Path:
@@ -39,6 +41,13 @@ class RunFiles:
         if is_writer():
             with self.metrics.open("a") as file:
                 file.write(json.dumps(record) + "\n")
+            for writer in self.writers:
+                writer.write(record)
+
+    def close(self) -> None:
+        if is_writer():
+            for writer in self.writers:
+                writer.close()
 
     def truncate_metrics(self, last_step: int) -> None:
         """On resume, forget lines logged after the checkpoint: they will be logged again."""

@@ -15,6 +15,13 @@ count) that the engine averages over each log interval. The step then:
    configured number in a row;
 4. feeds `stop_gradient(new_carry)` to the next window: gradients are truncated at window boundaries, the state is
    not.
+
+Input checks. The loss and its gradient run under `jax.experimental.checkify.checkify` (user checks only), so the
+value checks the library cannot make at trace time — token ids and labels in range, `lengths` within the time
+axis, and any `checkify.check` of the loss function's own — are made on the device every step, and a failed one
+raises from the step (`rnnjax._checks.raise_if_failed`: a `jax.errors.JaxRuntimeError` whose message ends with
+`InvalidInputError: tokens must lie in [0, 65) (vocab_size 65), got 70 at flat index 3 ...`) instead of training
+on a silently wrong loss. `check_inputs=False` leaves the checks out (README, "Bad input": the measured cost).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.experimental import checkify
 
+from rnnjax import _checks
 from rnnjax.train.optimizer import global_norm
 
 LossFn = Callable[..., tuple]
@@ -64,18 +73,28 @@ def _select(condition: jax.Array, new, old):
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def train_step_fn(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+def train_step_fn(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
+                  check_inputs: bool = True) -> Callable:
     """The pure (un-jitted) train step `(state, batch) -> (state, metrics)`; see the module docstring.
 
     `metrics` holds the loss function's metrics plus `loss`, `grad_norm` (before clipping) and `finite` (1.0 or
-    0.0), all scalars on device.
+    0.0), all scalars on device. `check_inputs` (default True): run the loss under `checkify`, raising from the
+    step when a value check fails (module docstring); False skips them.
     """
+    if not isinstance(check_inputs, bool):
+        raise TypeError(f"check_inputs must be a bool, got {type(check_inputs).__name__} {check_inputs!r}")
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    if check_inputs:
+        checked = checkify.checkify(value_and_grad, errors=checkify.user_checks)
+
+        def value_and_grad(*args):
+            error, outputs = checked(*args)
+            _checks.raise_if_failed(error)
+            return outputs
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         key, step_key = jax.random.split(state.key)
-        (loss, (new_carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.carry, batch, step_key
-        )
+        (loss, (new_carry, metrics)), grads = value_and_grad(state.params, state.carry, batch, step_key)
         grad_norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -96,9 +115,10 @@ def train_step_fn(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> C
     return train_step
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
+                    check_inputs: bool = True) -> Callable:
     """`train_step_fn` under `jit`, with the state's buffers donated (updated in place where the backend can)."""
-    return jax.jit(train_step_fn(loss_fn, optimizer), donate_argnums=0)
+    return jax.jit(train_step_fn(loss_fn, optimizer, check_inputs=check_inputs), donate_argnums=0)
 
 
 def zeros_like_metrics(metric_names) -> dict:

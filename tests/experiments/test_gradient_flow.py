@@ -161,16 +161,17 @@ def test_default_cells_are_the_classic_four_and_mingru():
         (["--times", ""], "non-empty"),
         (["--cells", "lstm,lstm"], "twice"),
         (["--sections", "sweep,plots"], "unknown section"),
-        (["--num-seeds", "0"], "num_seeds must be >= 1"),
-        (["--steps", "0"], "steps must be >= 1"),
-        (["--initializer", "xavier"], "initializer must be one of"),
-        (["--learning-rate", "-1"], "learning_rate must be > 0"),
-        (["--copy-success-accuracy", "1.5"], "copy_success_accuracy"),
+        (["--num-seeds", "0"], "--num-seeds must be >= 1"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--initializer", "xavier"], "--initializer must be one of"),
+        (["--learning-rate", "-1"], "--learning-rate must be > 0"),
+        (["--copy-success-accuracy", "1.5"], "--copy-success-accuracy"),
     ],
 )
-def test_bad_config_raises_a_clear_error(argv, error):
-    with pytest.raises(ValueError, match=error):
+def test_bad_config_raises_a_clear_error(argv, error, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         gf.parse_config(argv)
+    assert exit_info.value.code == 2 and error in capsys.readouterr().err
 
 
 def test_unknown_flags_are_rejected():

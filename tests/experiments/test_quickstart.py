@@ -30,8 +30,9 @@ def test_runs_are_bit_for_bit_repeatable_and_print_the_config(capsys, tmp_path):
     assert first["steps"] == 3 and (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_rejects_unknown_flags_and_modes():
-    with pytest.raises(SystemExit):
-        quickstart.parse_config(["--hidden", "8"])
-    with pytest.raises(ValueError, match="mode must be one of"):
-        quickstart.parse_config(["--mode", "transformer"])
+def test_rejects_unknown_flags_and_modes(capsys):
+    for argv, message in ((["--hidden", "8"], "unrecognized arguments"), (["--mode", "transformer"],
+                                                                          "--mode must be one of")):
+        with pytest.raises(SystemExit) as exit_info:
+            quickstart.parse_config(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import FAST_COMPILE
+from jax.experimental import checkify
 
 import rnnjax
 from experiments.bucketing import pad_sequences
@@ -98,3 +99,35 @@ def test_config_and_input_errors(key):
         model.apply(params, jnp.ones((2, 3), jnp.int32), jnp.array([3]))
     with pytest.raises(ValueError, match=r"embeddings must have shape \(5, 3\)"):
         model.init(key, np.zeros((5, 4)))
+
+
+# -- out-of-range ids, lengths and labels: silent wrong answers before ------------------------------------------------
+def test_out_of_range_ids_lengths_and_labels_raise(key):
+    model = SequenceClassifier(vocab_size=5, num_classes=2, embedding_size=3, hidden_size=2)
+    params = model.init(key)
+    tokens, lengths = jnp.array([[1, 2, 3], [4, 0, 0]]), jnp.array([3, 1])
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 5\) \(vocab_size 5\), got 5 at index \(1, 0\)"):
+        model.apply(params, tokens.at[1, 0].set(5), lengths)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 3\] \(the time axis\), got 4 at index \(1,\)"):
+        model.apply(params, tokens, jnp.array([3, 4]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 2\] \(the time axis\), got -1"):
+        masked_pool(jnp.ones((1, 2, 3)), jnp.array([-1]), "mean")
+    loss_fn = classification_loss_fn(model)
+    batch = {"tokens": tokens, "lengths": lengths, "labels": jnp.array([1, 2]), "mask": jnp.array([True, True])}
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) \(num_classes 2.*got 2 at index \(1,\)"):
+        loss_fn(params, None, batch, None)
+    # a padding row (mask False) may carry any label: it is never read
+    loss, _ = loss_fn(params, None, dict(batch, mask=jnp.array([True, False])), None)
+    assert np.isfinite(float(loss))
+
+
+def test_out_of_range_values_fail_checkify_checks_under_jit(key):
+    model = SequenceClassifier(vocab_size=5, num_classes=2, embedding_size=3, hidden_size=2)
+    params = model.init(key)
+    apply = jax.jit(checkify.checkify(model.apply))
+    tokens = jnp.array([[1, 2, 3], [4, 0, 0]])
+    assert apply(params, tokens, jnp.array([3, 1]))[0].get() is None
+    assert "tokens must lie in [0, 5) (vocab_size 5), got -2 at flat index 1" in apply(
+        params, tokens.at[0, 1].set(-2), jnp.array([3, 1]))[0].get()
+    assert "lengths must lie in [0, 3] (the time axis), got 9 at flat index 1" in apply(
+        params, tokens, jnp.array([3, 9]))[0].get()

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental import checkify
 
 from rnnjax.models.language_model import LanguageModel, sample, zaremba_loss
 
@@ -118,3 +119,28 @@ def test_bad_input(call, error, match, key):
     model = small_model()
     with pytest.raises(error, match=match):
         call(model, model.init(key))
+
+
+# -- out-of-range token ids: `take` wrapped negative ids around and filled NaN past the end, silently -----------------
+@pytest.mark.parametrize("bad", [7, -1])
+def test_out_of_range_token_ids_raise_naming_the_id_and_the_vocabulary(bad, key):
+    model = small_model()
+    params = model.init(key)
+    tokens = jnp.array([[1, 2, bad]])
+    with pytest.raises(ValueError, match=rf"tokens must lie in \[0, 7\) \(vocab_size 7\), got {bad} at index \(0, 2\)"):
+        model.apply(params, tokens, model.initial_carry(1))
+    with pytest.raises(ValueError, match=rf"tokens must lie in \[0, 7\).*got {bad}"):
+        sample(model, params, jax.random.key(0), tokens[0], 3)  # the prime
+
+
+def test_out_of_range_token_ids_fail_a_checkify_check_under_jit(key):
+    model = small_model(num_layers=1)
+    params = model.init(key)
+    apply = jax.jit(checkify.checkify(lambda p, tokens: model.apply(p, tokens, model.initial_carry(2))[0]))
+    error, _ = apply(params, jnp.array([[1, 2], [3, 70]]))
+    assert error.get().startswith("tokens must lie in [0, 7) (vocab_size 7), got 70 at flat index 3 of shape (2, 2)")
+    error, _ = apply(params, jnp.array([[1, 2], [3, 6]]))
+    assert error.get() is None
+    primed = jax.jit(checkify.checkify(lambda p, prime: sample(model, p, jax.random.key(0), prime, 2)))
+    error, _ = primed(params, jnp.array([2, -3]))
+    assert "tokens must lie in [0, 7) (vocab_size 7), got -3" in error.get()

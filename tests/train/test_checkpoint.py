@@ -2,6 +2,7 @@
 under a real kill, detection of truncated and bit-flipped files with fallback to the previous step, retention, and
 clear errors for every mismatch."""
 
+import errno
 import os
 import pathlib
 import subprocess
@@ -16,9 +17,11 @@ import numpy as np
 import pytest
 
 from rnnjax.cells import LSTMState
+import rnnjax.train.checkpoint as checkpoint_module
 from rnnjax.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
+    CheckpointWriteError,
     CorruptCheckpointError,
     checkpoint_path,
     load_checkpoint,
@@ -311,3 +314,127 @@ def test_bad_input_raises_before_writing(tmp_path, step, state, metadata, error,
     with pytest.raises(error, match=message):
         save_checkpoint(tmp_path, step, state, metadata)
     assert os.listdir(tmp_path) == []
+
+
+# -- failing disks -------------------------------------------------------------------------------------------------
+class FillingFile:
+    """A file whose writes stop with ENOSPC once `capacity` bytes are on disk: a disk filling mid-checkpoint."""
+
+    def __init__(self, file, capacity):
+        self._file, self._left = file, capacity
+
+    def write(self, data):
+        if len(data) > self._left:
+            self._file.write(bytes(data[:self._left]))  # the part that fit really is on disk
+            self._file.flush()
+            self._left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._left -= len(data)
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def saved_steps_intact(manager, expected_step, seed):
+    state, metadata, step = manager.restore_latest(make_state())
+    assert step == expected_step and metadata == {"n": expected_step}
+    assert_same_state(state, make_state(seed=seed))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.97])  # before the first byte, inside a leaf, in the checksum
+def test_a_disk_filling_mid_write_raises_one_clear_error_and_keeps_every_earlier_checkpoint(
+        tmp_path, monkeypatch, fraction):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (1, 2):
+        manager.save(step, make_state(seed=step), {"n": step})
+    capacity = int(fraction * checkpoint_path(tmp_path, 2).stat().st_size)  # step 3's file is as large
+    monkeypatch.setattr(checkpoint_module, "open", lambda *args: FillingFile(open(*args), capacity), raising=False)
+    with pytest.raises(CheckpointWriteError) as error_info:
+        manager.save(3, make_state(seed=3), {"n": 3})
+    monkeypatch.undo()
+    error = error_info.value
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert str(error) == (f"[Errno 28] could not save checkpoint step 3 to {checkpoint_path(tmp_path, 3)}: No space "
+                          f"left on device; nothing was written under its name, and the earlier checkpoints in "
+                          f"{tmp_path} are untouched: '{checkpoint_path(tmp_path, 3)}'")
+    # the half-written file is gone, retention did not run (keep=2 would have deleted step 1), resume finds step 2
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_000000001.npz", "checkpoint_000000002.npz"]
+    saved_steps_intact(manager, 2, seed=2)
+    manager.save(3, make_state(seed=3), {"n": 3})  # the disk has room again: saving works as before
+    assert manager.steps() == [2, 3]
+
+
+@pytest.mark.parametrize("failure", ["fsync", "replace"])
+def test_an_io_error_at_fsync_or_rename_is_reported_the_same_way(tmp_path, monkeypatch, failure):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, make_state(seed=1), {"n": 1})
+
+    def io_error(*args):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, failure, io_error)
+    with pytest.raises(CheckpointWriteError, match=r"could not save checkpoint step 2 to .*checkpoint_000000002\.npz: "
+                                                   r"Input/output error; nothing was written under its name"):
+        manager.save(2, make_state(seed=2), {"n": 2})
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_000000001.npz"]
+    saved_steps_intact(manager, 1, seed=1)
+
+
+def test_a_read_only_directory_raises_one_clear_error(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, make_state(seed=1), {"n": 1})
+    # Permission bits do not stop root (this suite may run as root): the refusal is injected where the OS gives it.
+    def refuse(path, mode):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(checkpoint_module, "open", refuse, raising=False)
+    with pytest.raises(CheckpointWriteError, match=r"could not save checkpoint step 2 to .*: Permission denied \(.*"
+                                                   r"\.tmp\); nothing was written under its name, and the earlier "
+                                                   r"checkpoints in .* are untouched") as error_info:
+        manager.save(2, make_state(seed=2), {"n": 2})
+    assert error_info.value.errno == errno.EACCES
+    monkeypatch.undo()
+    saved_steps_intact(manager, 1, seed=1)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permission bits")
+def test_a_really_read_only_directory(tmp_path):
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    manager.save(1, make_state(seed=1), {"n": 1})
+    (tmp_path / "checkpoints").chmod(0o555)
+    try:
+        with pytest.raises(CheckpointWriteError, match="Permission denied"):
+            manager.save(2, make_state(seed=2), {"n": 2})
+        saved_steps_intact(manager, 1, seed=1)
+    finally:
+        (tmp_path / "checkpoints").chmod(0o755)
+
+
+def test_a_checkpoint_directory_that_is_a_file_raises_one_clear_error(tmp_path):
+    occupied = tmp_path / "checkpoints"
+    occupied.write_text("not a directory")
+    with pytest.raises(CheckpointWriteError, match=r"cannot save checkpoint step 1: .*checkpoints exists and is not "
+                                                   r"a directory") as error_info:
+        CheckpointManager(occupied).save(1, make_state(), {"n": 1})
+    assert error_info.value.errno == errno.ENOTDIR
+    with pytest.raises(CheckpointWriteError, match=r"could not save checkpoint step 1 to .*: (Not a directory|File "
+                                                   r"exists).*could not create its directory"):
+        save_checkpoint(occupied / "inner", 1, make_state())
+    assert occupied.read_text() == "not a directory"
+    assert CheckpointManager(occupied).restore_latest(make_state()) is None  # nothing to resume, no crash
+
+
+def test_something_else_under_a_checkpoints_name_is_skipped_as_damage(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, make_state(seed=1), {"n": 1})
+    checkpoint_path(tmp_path, 2).mkdir()  # e.g. a copy gone wrong
+    with pytest.warns(RuntimeWarning, match="is not a regular file"):
+        saved_steps_intact(manager, 1, seed=1)

@@ -1,16 +1,23 @@
-"""The train state and steps: the non-finite guard, truncated-BPTT carry, donation, a manual loop, metric sums."""
+"""The train state and steps: the non-finite guard, truncated-BPTT carry, donation, a manual loop, metric sums, and
+the value checks the step runs under checkify (out-of-range ids and labels raise from the jitted step)."""
+
+import functools
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
+from jax.experimental import checkify
 
+import rnnjax
 import toy_training
-from helpers import assert_trees_close, assert_trees_equal
+from helpers import FAST_COMPILE, assert_trees_close, assert_trees_equal
 from rnnjax.train.step import (
     accumulate_metrics,
     create_train_state,
+    distinct_buffers,
     make_train_step,
     summarize_metrics,
     train_step_fn,
@@ -98,3 +105,73 @@ def test_the_jitted_step_traces_once_for_a_whole_run():
     for batch in batches * 2:
         state, _ = step(state, batch)
     assert int(state.step) == 2 * len(batches)
+
+
+# -- value checks the step makes on the device (checkify) --------------------------------------------------------------
+def lm_setup():
+    from rnnjax.models import LanguageModel
+
+    model = LanguageModel(vocab_size=5, embedding_size=4, hidden_size=4, num_layers=1, mode="rnn_tanh")
+    optimizer = optax.sgd(0.1)  # small programs: these tests are about the checks, not the model
+
+    def loss_fn(params, carry, batch, key):
+        logits, carry = model.apply(params, batch["inputs"], carry)
+        return rnnjax.cross_entropy(logits, batch["targets"]), (carry, {})
+
+    state = create_train_state(model.init(jax.random.key(0)), optimizer, jax.random.key(1),
+                               carry=model.initial_carry(2))
+    batch = {"inputs": jnp.array([[1, 2, 3], [4, 0, 1]]), "targets": jnp.array([[2, 3, 4], [0, 1, 2]])}
+    return loss_fn, optimizer, state, batch
+
+
+def test_the_jitted_step_raises_on_out_of_range_ids_and_labels():
+    loss_fn, optimizer, state, batch = lm_setup()
+    step = make_train_step(loss_fn, optimizer)
+    state, metrics = step(state, batch)  # in range: trains
+    assert float(metrics["finite"]) == 1.0
+    for name, position, value, message in (
+            ("inputs", (1, 2), 5, r"tokens must lie in \[0, 5\) \(vocab_size 5\), got 5 at flat index 5 of shape "
+                                  r"\(2, 3\)"),
+            ("targets", (0, 0), -1, r"labels must lie in \[0, 5\) \(num_classes 5, the last axis of logits\), got -1 "
+                                    r"at flat index 0 of shape \(2, 3\)")):
+        bad = dict(batch, **{name: batch[name].at[position].set(value)})
+        with pytest.raises(jax.errors.JaxRuntimeError, match="InvalidInputError: " + message):
+            jax.block_until_ready(step(distinct_buffers(state), bad))
+
+
+def test_the_pure_step_checks_inside_a_users_jit_scan_and_vmap():
+    loss_fn, optimizer, state, batch = lm_setup()
+    step = train_step_fn(loss_fn, optimizer)
+
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def two_seeds(states, batch):  # gradient_flow's pattern: vmap over seeds of a scan over steps
+        return jax.vmap(lambda s: jax.lax.scan(lambda s, _: (step(s, batch)[0], None), s, length=2)[0])(states)
+
+    states = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), state)
+    assert int(two_seeds(states, batch).step[0]) == 2
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"tokens must lie in \[0, 5\).*got 9"):
+        jax.block_until_ready(two_seeds(states, dict(batch, inputs=batch["inputs"].at[0, 0].set(9))))
+
+
+def test_check_inputs_false_leaves_the_checks_out():
+    loss_fn, optimizer, state, batch = lm_setup()
+    bad = dict(batch, targets=batch["targets"].at[0, 0].set(7))
+    new, metrics = jax.jit(train_step_fn(loss_fn, optimizer, check_inputs=False), compiler_options=FAST_COMPILE)(
+        state, bad)
+    # the silent failure the checks exist for: a NaN loss, the step skipped as non-finite
+    assert float(metrics["finite"]) == 0.0 and int(new.skipped_steps) == 1
+    with pytest.raises(TypeError, match="check_inputs must be a bool"):
+        train_step_fn(loss_fn, optimizer, check_inputs=1)
+
+
+def test_a_loss_functions_own_checkify_checks_raise_too():
+    def loss_fn(params, carry, batch, key):
+        checkify.check(jnp.all(batch["x"] > 0), "x must be positive, got min {}", jnp.min(batch["x"]))
+        return jnp.sum(params["w"] * batch["x"]), (carry, {})
+
+    optimizer = optax.sgd(0.1)
+    state = create_train_state({"w": jnp.ones(2)}, optimizer, jax.random.key(0))
+    step = make_train_step(loss_fn, optimizer)
+    state, _ = step(state, {"x": jnp.ones(2)})
+    with pytest.raises(jax.errors.JaxRuntimeError, match="x must be positive, got min -1.0"):
+        jax.block_until_ready(step(state, {"x": -jnp.ones(2)}))

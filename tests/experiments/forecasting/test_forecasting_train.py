@@ -40,15 +40,16 @@ def test_seq2seq_with_covariates_and_scheduled_sampling(tmp_path):
     assert np.isfinite(report["test"]["model"]["mse"])
 
 
-def test_rejected_configurations():
-    with pytest.raises(SystemExit):
-        forecasting.parse_config(["--hidden", "8"])
-    with pytest.raises(ValueError, match="unknown dataset"):
-        forecasting.parse_config(["--dataset", "ETTh9"])
-    with pytest.raises(ValueError, match="patch_length must divide lookback"):
-        forecasting.parse_config(["--lookback", "10", "--patch-length", "4"])
-    with pytest.raises(ValueError, match="scheduled_sampling_rate applies to model='seq2seq' only"):
-        forecasting.parse_config(["--scheduled-sampling-rate", "0.2"])
+@pytest.mark.parametrize("argv, message", [
+    (["--hidden", "8"], "unrecognized arguments: --hidden 8"),
+    (["--dataset", "ETTh9"], "unknown --dataset 'ETTh9'; known: ETTh1"),
+    (["--lookback", "10", "--patch-length", "4"], "--patch-length must divide --lookback"),
+    (["--scheduled-sampling-rate", "0.2"], "--scheduled-sampling-rate applies to --model='seq2seq' only"),
+])
+def test_rejected_configurations(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        forecasting.parse_config(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_horizon_longer_than_a_split_is_a_clear_error(tmp_path):

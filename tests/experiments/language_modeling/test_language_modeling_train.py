@@ -76,10 +76,12 @@ def test_presets_are_zarembas_published_hyperparameters():
     assert (large.hidden_size, large.dropout_rate, large.max_grad_norm, large.epochs) == (1500, 0.65, 10.0, 55)
 
 
-def test_bad_configuration_is_rejected_before_any_data_loads():
-    with pytest.raises(SystemExit):
-        lm.parse_config(["--hidden", "8"])
-    with pytest.raises(ValueError, match="level must be 'char' or 'word'"):
-        lm.parse_config(["--level", "byte"])
-    with pytest.raises(ValueError, match="tie_weights needs"):
-        lm.parse_config(["--tie-weights", "--embedding-size", "8", "--hidden-size", "16"])
+@pytest.mark.parametrize("argv, message", [
+    (["--hidden", "8"], "unrecognized arguments"),
+    (["--level", "byte"], "--level must be one of ('char', 'word')"),
+    (["--tie-weights", "--embedding-size", "8", "--hidden-size", "16"], "--tie-weights needs"),
+])
+def test_bad_configuration_is_rejected_before_any_data_loads(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        lm.parse_config(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
