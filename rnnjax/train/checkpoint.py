@@ -127,7 +127,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: Any, metadat
     directory = path.parent
     if directory.exists() and not directory.is_dir():
         raise CheckpointWriteError(errno.ENOTDIR, f"cannot save checkpoint step {step}: {directory} exists and is "
-                                   "not a directory", str(directory))
+                                   "not a directory")
     try:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
@@ -166,8 +166,10 @@ def _write_error(error: OSError, step: int, path: pathlib.Path, outcome: str) ->
     """One error that says which checkpoint failed, why (the OS's reason, `errno` kept) and what is left."""
     reason = error.strerror or str(error)
     where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
-    return CheckpointWriteError(error.errno, f"could not save checkpoint step {step} to {path}: {reason}{where}; "
-                                f"{outcome}, and the earlier checkpoints in {path.parent} are untouched", str(path))
+    message = (f"could not save checkpoint step {step} to {path}: {reason}{where}; {outcome}, and the earlier "
+               f"checkpoints in {path.parent} are untouched")
+    # No filename argument: OSError would append it to a message that already names the file.
+    return CheckpointWriteError(error.errno, message) if error.errno is not None else CheckpointWriteError(message)
 
 
 def load_checkpoint(path: str | os.PathLike, target: Any) -> tuple[Any, dict, int]:
