@@ -133,7 +133,9 @@ def fit(
                     epochs.state = epochs.state._replace(carry=distinct_buffers(initial_carry()))
                 epochs.train_epoch(epoch, train_batches(epoch), first_batch, place_batch)
                 if evaluate is not None:
-                    say(epochs.evaluate(epoch, evaluate))
+                    line = epochs.evaluate(epoch, evaluate)
+                    # through the bar while it is live, so the line is never glued to it
+                    (epochs.progress.write if epochs.progress is not None else say)(line)
                 epochs.save(epoch + 1, 0)
 
         state = epochs.state
