@@ -51,6 +51,7 @@ from experiments.quickstart import TRIVIAL_MSE, adding_problem
 from rnnjax import _checks
 from rnnjax.cells import SimpleRNN
 from rnnjax.minimal_cells import MinGRU, MinLSTM
+from rnnjax.train.run_files import write_json_atomic, write_text_atomic
 
 CLASSIC_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 MINIMAL_CELLS = ("mingru", "minlstm")
@@ -609,7 +610,7 @@ def run(config: Config, print_fn: Callable = print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"config": dataclasses.asdict(config), "cells": list(config.cell_names), "jax": jax.__version__,
               "devices": [str(d) for d in jax.devices()]}
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(run_dir / "config.json", record)
     started = time.perf_counter()
     sections = config.section_names
     rows, trained = run_sweep(config, print_fn) if "sweep" in sections else ([], {})
@@ -620,8 +621,8 @@ def run(config: Config, print_fn: Callable = print) -> dict:
     results = {"config": record["config"], "cells": list(config.cell_names), "sweep": rows,
                "gradient_flow": gradients, "exploding": exploding, "sweep_seconds": round(sweep_seconds, 1),
                "seconds": round(time.perf_counter() - started, 1)}
-    (run_dir / "results.json").write_text(json.dumps(results, default=float))
-    (run_dir / "results.md").write_text(tables)
+    write_json_atomic(run_dir / "results.json", results, indent=None, default=float)
+    write_text_atomic(run_dir / "results.md", tables)
     results["plots"] = write_plots(run_dir, config, rows, gradients, exploding) if config.plots else []
     print_fn(tables)
     print_fn(f"{results['seconds']} s in all ({results['sweep_seconds']} s sweep); run directory: {run_dir}")

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from rnnjax import _checks
+from rnnjax.train.run_files import write_text_atomic
 
 UNK = "<unk>"  # the unknown-token special (PTB text also contains it literally)
 EOS = "<eos>"  # the end-of-line token of the PTB convention
@@ -194,7 +195,7 @@ class Vocabulary:
             )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes `{"format", "size", "fingerprint", "tokens"}` as UTF-8 JSON (via a temporary file, so an
+        """Writes `{"format", "size", "fingerprint", "tokens"}` as UTF-8 JSON (`write_text_atomic`: an
         interrupted save never leaves a half-written vocabulary under `path`)."""
         record = {
             "format": VOCABULARY_FORMAT,
@@ -202,10 +203,7 @@ class Vocabulary:
             "fingerprint": self.fingerprint,
             "tokens": list(self.tokens),
         }
-        temporary = f"{os.fspath(path)}.tmp"
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(record, file, ensure_ascii=False)
-        os.replace(temporary, path)
+        write_text_atomic(path, json.dumps(record, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:

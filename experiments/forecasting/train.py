@@ -43,6 +43,7 @@ from rnnjax.models.forecasters import DirectForecaster, Seq2SeqForecaster
 from experiments.forecasting.scaling import fit_scaler, scale
 from experiments.forecasting.series import FILLS, SERIES, load_series
 from rnnjax import _checks
+from rnnjax.train.run_files import write_json_atomic
 from experiments.forecasting.windows import SPLIT_NAMES, batch_indices, gather_windows, split_ranges, window_starts
 
 
@@ -315,7 +316,7 @@ def train(config: Config) -> dict:
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
         "run_dir": str(run_dir),
     }
-    (run_dir / "results.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(run_dir / "results.json", report)
     plot_results(run_dir, data, config, model_predictions, baseline_predictions, results)
     print(format_table(report))
     print(json.dumps({k: v for k, v in report.items() if k != "test_by_step"}))

@@ -32,6 +32,7 @@ from experiments import cli, text
 from experiments.cli import parse_config_flags
 from experiments.language_modeling.corpora import CORPORA, load_corpus
 from rnnjax import _checks
+from rnnjax.train.run_files import write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +188,7 @@ def train(config: Config) -> dict:
     test = evaluate_stream(model, state.params, streams["test"], 1, config.eval_num_steps)
     result = {"test_" + k: v for k, v in test.items()} | summary["valid"] | {
         "steps": summary["steps"], "train_seconds": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(run_dir / "result.json", result)
     if config.sample_length:
         sample_text = generate(model, state.params, vocabulary, tokenizer_for(config.level),
                                prime=_default_prime(corpus.valid, config.level), length=config.sample_length,

@@ -43,6 +43,7 @@ from experiments.sentiment.encoding import TOKENIZERS
 from rnnjax import _checks
 from experiments.sentiment import data as sentiment_data
 from rnnjax.models.classifier import SequenceClassifier, classification_loss_fn
+from rnnjax.train.run_files import write_json_atomic
 from experiments.sentiment.encoding import SentenceEncoder
 from experiments.sentiment.word_vectors import load_word_vectors
 
@@ -228,7 +229,7 @@ def run_one(config: Config, train, dev, test, seed: int, run_dir: pathlib.Path, 
               "dev_accuracy": best["dev_accuracy"], "best_epoch": best["epoch"], "train_seconds": round(seconds, 1),
               "steps": summary["steps"], "train_shapes": len(train_shapes),
               "vocabulary_size": len(encoder.vocabulary), "confusion_matrix": matrix.tolist()}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(run_dir / "result.json", result)
     plot_confusion(matrix, train.label_names, run_dir / "confusion_matrix.png",
                    f"{config.dataset} test, seed {seed}: acc {result['test_accuracy']:.3f}")
     print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}))
@@ -275,7 +276,7 @@ def train(config: Config) -> dict:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "confusion_matrix": matrix.tolist(), "runs": results,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary.json", summary)
     accuracy = summary["test_accuracy"]
     plot_confusion(matrix, dataset.train.label_names, run_dir / "confusion_matrix.png",
                    f"{config.dataset} test, {len(results)} runs: acc {accuracy['mean']:.3f} ± {accuracy['std']:.3f}")
@@ -307,7 +308,7 @@ def summarize_command(argv) -> dict:
     plot_confusion(matrix, label_names, run_dir / "confusion_matrix.png",
                    f"{saved['config']['dataset']} test, {len(results)} runs: acc {accuracy['mean']:.3f} "
                    f"± {accuracy['std']:.3f}")
-    (run_dir / "summary_finished.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary_finished.json", summary)
     print(json.dumps(summary))
     return summary
 

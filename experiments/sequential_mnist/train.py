@@ -43,6 +43,7 @@ from experiments import cli, mnist
 from experiments.cli import parse_config_flags
 from experiments.gradient_flow import hidden_states
 from rnnjax import _checks
+from rnnjax.train.run_files import write_json_atomic
 
 TASKS = ("row", "pixel", "permuted")
 CELLS = {"lstm": "lstm", "gru": "gru", "irnn": "rnn_relu", "mingru": "mingru"}  # name -> rnnjax mode
@@ -306,7 +307,7 @@ def run_cell(config: Config, cell: str, splits: Splits, permutation, run_dir: pa
                                     "first_over_last_init": float(at_init[0] / at_init[-1]),
                                     "first_over_last_trained": float(trained[0] / trained[-1]),
                                     "reach_init": gradient_reach(at_init), "reach_trained": gradient_reach(trained)}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(run_dir / "result.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "gradient_norms"}))
     return result
 
@@ -369,7 +370,7 @@ def train(config: Config) -> dict:
         summary["permutation_seed"] = config.permutation_seed
         summary["permutation_head"] = pixel_permutation(config.permutation_seed)[:8].tolist()
     summary["plots"] = write_plots(config, run_dir, results)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary.json", summary)
     print(f"run directory: {run_dir} (summary.json, {', '.join(summary['plots'])}, one subdirectory per cell)")
     return summary
 

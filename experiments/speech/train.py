@@ -48,6 +48,7 @@ from experiments.cli import parse_config_flags
 from experiments.speech import data as fsdd
 from experiments.speech import features as feats
 from rnnjax import _checks
+from rnnjax.train.run_files import write_json_atomic
 
 TASKS = ("classify", "ctc")
 PROTOCOLS = ("standard", "loso")
@@ -338,7 +339,7 @@ def run_one(config: Config, dataset: fsdd.FSDD, name: str, split: dict, run_dir:
         result |= {"test_greedy": greedy, "test_beam": beam, "dev_greedy_digit_error_rate": best["score"],
                    "beam_size": config.beam_size}
         plot_posteriors(config, examples["test"], predictions, normalizer, run_dir / "ctc_posteriors.png")
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(run_dir / "result.json", result)
     print(json.dumps(result))
     return result
 
@@ -403,7 +404,7 @@ def train(config: Config) -> dict:
         for decoder in ("greedy", "beam"):
             for metric in ("digit_error_rate", "string_accuracy"):
                 summary[f"test_{decoder}_{metric}"] = _mean_std([r[f"test_{decoder}"][metric] for r in results])
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k.startswith("test_") or k == "wall_seconds"}))
     print(f"run directory: {run_dir} (summary.json, one subdirectory per run)")
     return summary

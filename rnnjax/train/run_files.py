@@ -6,18 +6,77 @@
     run_dir/summary.json       final metrics, steps, skipped steps, wall time
     run_dir/plots/*.png        one plot per metric, train and valid overlaid, drawn at the end (needs matplotlib:
                                `pip install rnnjax[experiments]`; without it the plots are skipped with a warning)
+
+Every whole-file write goes through `write_text_atomic` / `write_json_atomic`: a temporary file in the same
+directory, flushed and fsynced, then renamed over the target (`os.replace`, atomic on POSIX) and the directory
+fsynced, so a kill or a full disk leaves either the previous file or the new one, never half of one. The
+experiments write their result files through the same two functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import tempfile
 import warnings
 
 import jax
 
 NOT_PLOTTED = {"step", "epoch", "skipped", "steps_per_second", "perplexity", "bits_per_token"}
+_UMASK = os.umask(0o022)  # read once (reading it means setting it); mkstemp's files are 0600, ours honour it
+os.umask(_UMASK)
+
+
+class RunFileWriteError(OSError):
+    """A run-directory or result file could not be written; the message names the file, and the file's previous
+    content (if any) is intact."""
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
+    """Writes `text` to `path` atomically (module docstring); returns the path. The parent directory must exist.
+    Raises `RunFileWriteError` naming `path` when anything fails (a full disk, a read-only directory, a directory
+    where the file should be); the temporary file is removed and the previous `path` is left as it was."""
+    path = pathlib.Path(path)
+    temporary = None
+    try:
+        if path.is_dir():
+            raise IsADirectoryError("it is a directory")
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+            os.chmod(file.fileno(), 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+        temporary = None
+        _fsync_directory(path.parent)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise RunFileWriteError(f"could not write {str(path)!r}: {reason}; its previous content, if any, is "
+                                f"unchanged") from error
+    finally:
+        if temporary is not None:
+            pathlib.Path(temporary).unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, value, *, indent: int | None = 2, default=None) -> pathlib.Path:
+    """`write_text_atomic(path, json.dumps(value, indent=indent, default=default))`."""
+    return write_text_atomic(path, json.dumps(value, indent=indent, default=default))
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+    """Makes the rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +94,7 @@ class RunFiles:
     def write_config(self, config: dict) -> None:
         if is_writer():
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+            write_json_atomic(self.path / "config.json", config, default=str)
 
     def append_metrics(self, record: dict) -> None:
         if is_writer():
@@ -55,7 +114,7 @@ class RunFiles:
             return
         kept = [line for line in self.metrics.read_text().splitlines()
                 if line and json.loads(line).get("step", 0) <= last_step]
-        self.metrics.write_text("".join(line + "\n" for line in kept))
+        write_text_atomic(self.metrics, "".join(line + "\n" for line in kept))
 
     def clear_metrics(self) -> None:
         if is_writer():
@@ -63,7 +122,7 @@ class RunFiles:
 
     def write_summary(self, summary: dict) -> None:
         if is_writer():
-            (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_json_atomic(self.path / "summary.json", summary)
 
     def plot(self) -> list[pathlib.Path]:
         """One PNG per logged metric (train and valid overlaid) in `plots/`; [] without matplotlib (warned)."""

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from rnnjax.train.run_files import RunFiles
+from rnnjax.train import run_files
+from rnnjax.train.run_files import RunFileWriteError, RunFiles, write_json_atomic
 
 
 def records():
@@ -39,3 +40,44 @@ def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypat
     with pytest.warns(RuntimeWarning, match=r"plots skipped: matplotlib is not installed .*rnnjax\[experiments\]"):
         assert run.plot() == []
     assert not (tmp_path / "plots").exists()
+
+
+def test_atomic_write_failure_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    run = RunFiles(tmp_path)
+    run.write_summary({"steps": 1})
+    before = (tmp_path / "summary.json").read_text()
+
+    def fail(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_files.os, "fsync", fail)
+    with pytest.raises(RunFileWriteError, match=r"could not write '.*summary\.json': No space left on device"):
+        run.write_summary({"steps": 2})
+    assert (tmp_path / "summary.json").read_text() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["summary.json"]  # no temporary file left
+
+
+def test_truncate_metrics_is_atomic(tmp_path, monkeypatch):
+    run = RunFiles(tmp_path)
+    for record in records():
+        run.append_metrics(record)
+    before = run.metrics.read_text()
+    monkeypatch.setattr(run_files.os, "replace", lambda *args: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(RunFileWriteError, match=r"metrics\.jsonl"):
+        run.truncate_metrics(2)
+    assert run.metrics.read_text() == before
+
+
+def test_atomic_write_into_a_path_that_is_a_file(tmp_path):
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    with pytest.raises(RunFileWriteError, match=r"could not write '.*blocker/config\.json'"):
+        write_json_atomic(tmp_path / "blocker" / "config.json", {"a": 1})
+    (tmp_path / "result.json").mkdir()
+    with pytest.raises(RunFileWriteError, match=r"result\.json'.*directory"):
+        write_json_atomic(tmp_path / "result.json", {"a": 1})
+
+
+def test_atomic_write_content_and_permissions(tmp_path):
+    path = write_json_atomic(tmp_path / "result.json", {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert path.stat().st_mode & 0o777 == 0o666 & ~run_files._UMASK
