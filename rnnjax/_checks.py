@@ -100,12 +100,15 @@ def _out_of_range(values, low: int, high: int):
     return bad
 
 
-def _check_range(name: str, values: Any, low: int, high: int, bounds: str, valid: Any) -> Any:
+def _check_range(name: str, values: Any, low: int, high: int, bounds: str, valid: Any, excluded: int | None = None
+                 ) -> Any:
     if not hasattr(values, "dtype") or not jnp.issubdtype(values.dtype, jnp.integer):
         raise TypeError(f"{name} must be an integer array, got {getattr(values, 'dtype', type(values).__name__)}")
     if is_concrete(values) and (valid is None or is_concrete(valid)):
         array = np.asarray(values)
         bad = _out_of_range(array, low, high)
+        if excluded is not None:
+            bad |= array == excluded
         if valid is not None:
             bad &= np.asarray(valid, bool)
         count = int(bad.sum())
@@ -117,6 +120,8 @@ def _check_range(name: str, values: Any, low: int, high: int, bounds: str, valid
             raise ValueError(f"{name} must lie in {bounds}, got {array[index]}{where}")
         return values
     bad = _out_of_range(values, low, high)
+    if excluded is not None:
+        bad = bad | (values == excluded)
     if valid is not None:
         bad = bad & valid
     flat = jnp.ravel(bad)
@@ -141,6 +146,18 @@ def check_index_range(name: str, values: Any, size: int, *, valid: Any = None, w
     """`check_value_range` for indices into an axis of `size` entries (a vocabulary, the classes), reported as
     the half-open range [0, size): e.g. "token ids must lie in [0, 65) (vocab_size 65), got 70 at index (0, 3)"."""
     return _check_range(name, values, 0, size - 1, f"[0, {size})" + (f" ({what})" if what else ""), valid)
+
+
+def check_label_range(name: str, values: Any, size: int, blank: int, *, valid: Any = None) -> Any:
+    """`check_index_range` for CTC labels: class ids in [0, size) other than `blank`, which no labelling may
+    contain (e.g. "labels must lie in [1, 11) (class 0 is the blank), got 0 at index (1, 2)")."""
+    if blank == 0:
+        bounds = f"[1, {size}) (class 0 is the blank)"
+    elif blank == size - 1:
+        bounds = f"[0, {size - 1}) (class {blank} is the blank)"
+    else:
+        bounds = f"[0, {size}) without the blank {blank}"
+    return _check_range(name, values, 0, size - 1, bounds, valid, excluded=blank)
 
 
 class InvalidInputError(ValueError):

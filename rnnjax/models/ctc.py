@@ -51,6 +51,7 @@ def _check_batch(logits, lengths, name: str = "logits") -> None:
         raise ValueError(f"{name} must be [batch, time, classes], got shape {tuple(logits.shape)}")
     if tuple(lengths.shape) != logits.shape[:1]:
         raise ValueError(f"lengths must have shape ({logits.shape[0]},) = [batch], got {tuple(lengths.shape)}")
+    _checks.check_value_range("lengths", lengths, 0, logits.shape[1], what="the time axis")
 
 
 def ctc_loss(logits: jax.Array, lengths: jax.Array, labels: jax.Array, label_lengths: jax.Array,
@@ -58,7 +59,10 @@ def ctc_loss(logits: jax.Array, lengths: jax.Array, labels: jax.Array, label_len
     """`-log p(labels | logits)` per sequence, `[batch]`: the negative log of the summed probability of every
     alignment (a path of one class per valid frame) that collapses to the labelling (repeats merged, then blanks
     removed). `logits` `[batch, time, classes]` are unnormalised (log-softmax is taken here); `labels`
-    `[batch, max_labels]` int, valid up to `label_lengths`. A labelling that cannot fit in its frames (it needs
+    `[batch, max_labels]` int, valid up to `label_lengths`: each in [0, classes) and never `blank` (with the default
+    blank 0: in [1, classes)); `label_lengths` in [0, max_labels], `lengths` in [0, time]. Out-of-range values
+    raise a ValueError naming them when concrete and fail a `checkify` check under `jit` (`rnnjax.train`'s steps
+    raise it as `InvalidInputError`). A labelling that cannot fit in its frames (it needs
     one frame per label plus one per repeated neighbour) has probability 0 and gets optax's large finite loss."""
     _check_batch(logits, lengths)
     if labels.ndim != 2 or labels.shape[0] != logits.shape[0]:
@@ -66,6 +70,16 @@ def ctc_loss(logits: jax.Array, lengths: jax.Array, labels: jax.Array, label_len
                          f"{tuple(labels.shape)}")
     if tuple(label_lengths.shape) != labels.shape[:1]:
         raise ValueError(f"label_lengths must have shape ({labels.shape[0]},), got {tuple(label_lengths.shape)}")
+    classes, max_labels = logits.shape[2], labels.shape[1]
+    if isinstance(blank, bool) or not isinstance(blank, (int, np.integer)) or not 0 <= blank < classes:
+        raise ValueError(f"blank must be a class index in [0, {classes}), got {blank!r}")
+    # Out of range, optax would read a wrong class (a negative label wraps around) or the blank as a label: a
+    # finite, silently wrong loss. Padding past each label length is never read, so it may hold anything.
+    _checks.check_value_range("label_lengths", label_lengths, 0, max_labels, what="the labels axis")
+    valid = jnp.arange(max_labels)[None, :] < label_lengths[:, None]
+    if _checks.is_concrete(label_lengths):
+        valid = np.arange(max_labels)[None, :] < np.asarray(label_lengths)[:, None]
+    _checks.check_label_range("labels", labels, classes, blank, valid=valid)
     logit_paddings = _paddings(lengths, logits.shape[1], logits.dtype)
     label_paddings = _paddings(label_lengths, labels.shape[1], logits.dtype)
     return optax.ctc_loss(logits, logit_paddings, labels.astype(jnp.int32), label_paddings, blank_id=blank)

@@ -147,7 +147,8 @@ class FrameClassifier(_FrameEncoder):
 @dataclasses.dataclass(frozen=True)
 class FrameTagger(_FrameEncoder):
     """One class distribution per frame (logits `[batch, time, classes]`, zero-input frames past each length are
-    still computed but meaningless): the acoustic model of `ctc_loss`, with class 0 as the blank by convention.
+    still computed but meaningless): the acoustic model of `ctc_loss`, with class 0 as the blank by convention, so
+its labels lie in [1, num_classes) (`ctc_loss` checks them, and `lengths` in [0, time] is checked here).
 
     >>> import jax, jax.numpy as jnp
     >>> model = FrameTagger(input_size=3, num_classes=11, hidden_size=5)

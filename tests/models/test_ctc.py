@@ -161,3 +161,41 @@ def test_frame_models_respect_lengths_and_validate():
     with pytest.raises(TypeError, match="floating"):
         model.apply(params, jnp.ones((2, 6, 3), jnp.int32), lengths)
 
+
+
+def test_ctc_labels_and_lengths_are_range_checked_eagerly():
+    logits = jnp.zeros((2, 5, 4))
+    lengths, labels, label_lengths = jnp.array([5, 3]), jnp.array([[1, 3, 2], [2, 9, 0]]), jnp.array([3, 1])
+    assert np.all(np.isfinite(ctc_loss(logits, lengths, labels, label_lengths)))  # padding past 1 never read
+    with pytest.raises(ValueError, match=r"labels must lie in \[1, 4\) \(class 0 is the blank\), got 0 at index "
+                                         r"\(0, 1\)"):
+        ctc_loss(logits, lengths, labels.at[0, 1].set(0), label_lengths)
+    with pytest.raises(ValueError, match=r"labels must lie in \[1, 4\) .*got 4"):
+        ctc_loss(logits, lengths, labels.at[0, 2].set(4), label_lengths)
+    with pytest.raises(ValueError, match=r"labels must lie in \[1, 4\) .*got -1"):
+        ctc_loss(logits, lengths, labels.at[1, 0].set(-1), label_lengths)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) \(class 3 is the blank\), got 3"):
+        ctc_loss(logits, lengths, labels.at[0, 0].set(3), label_lengths, blank=3)
+    with pytest.raises(ValueError, match=r"label_lengths must lie in \[0, 3\] \(the labels axis\), got 4"):
+        ctc_loss(logits, lengths, labels, jnp.array([4, 1]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 5\] \(the time axis\), got -1"):
+        ctc_loss(logits, jnp.array([5, -1]), labels, label_lengths)
+    with pytest.raises(ValueError, match=r"blank must be a class index in \[0, 4\), got 4"):
+        ctc_loss(logits, lengths, labels, label_lengths, blank=4)
+
+
+def test_ctc_labels_fail_checkify_checks_under_jit_through_a_frame_tagger():
+    from jax.experimental import checkify
+
+    model = FrameTagger(input_size=3, num_classes=4, hidden_size=5, mode="gru")
+    params = model.init(jax.random.key(0))
+    batch = {"features": jnp.ones((2, 5, 3)), "lengths": jnp.array([5, 3]), "labels": jnp.array([[1, 3], [2, 0]]),
+             "label_lengths": jnp.array([2, 1]), "mask": jnp.array([True, True])}
+    loss = jax.jit(checkify.checkify(ctc_loss_fn(model)))
+    assert loss(params, None, batch, None)[0].get() is None
+    message = loss(params, None, dict(batch, labels=batch["labels"].at[1, 0].set(0)), None)[0].get()
+    assert "labels must lie in [1, 4) (class 0 is the blank), got 0 at flat index 2 of shape (2, 2)" in message
+    message = loss(params, None, dict(batch, label_lengths=jnp.array([2, 3])), None)[0].get()
+    assert "label_lengths must lie in [0, 2] (the labels axis), got 3 at flat index 1" in message
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 5\] \(the time axis\), got 7"):
+        model.apply(params, batch["features"], jnp.array([5, 7]))
