@@ -5,25 +5,27 @@ Every loader returns a `SentimentDataset(name, train, dev, test, record)` whose 
 (rt-polarity: use `cross_validation_folds`). `record` is a JSON-serialisable description of what was read (files
 and sha256, counts, citation) to store with a run's config.
 
-| name           | loader                 | splits                                     | classes |
-|----------------|------------------------|--------------------------------------------|---------|
-| `sst2`, `sst5` | `load_sst(classes)`    | Kim 2014 sentence train/dev/test           | 2 / 5   |
-| `sst2_phrases` | `load_sst2_phrases()`  | GLUE phrases to train, Kim's dev/test      | 2       |
-| `sst2_glue`    | `load_sst2_glue()`     | GLUE SST-2 train (phrases), GLUE dev: test | 2       |
-| `rt_polarity`  | `load_rt_polarity()`   | train only (10-fold CV); **Latin-1** files | 2       |
-| `uci`          | `load_uci_sentiment()` | train only (Amazon + IMDB + Yelp)          | 2       |
-| `imdb`         | `load_imdb()`          | 25k train / 25k test                       | 2       |
-| `vader`        | `load_vader_lexicon()` | fixed-hash 80/10/10 of the lexicon         | 2       |
+| name                       | loader                    | splits                                        | classes |
+|----------------------------|---------------------------|-----------------------------------------------|---------|
+| `sst2`, `sst5`             | `load_sst(classes)`       | Kim 2014 sentence train/dev/test              | 2 / 5   |
+| `sst5_trees`, `sst2_trees` | `load_sst_trees(classes)` | treebank phrases to train, dev/test sentences | 5 / 2   |
+| `sst2_phrases`             | `load_sst2_phrases()`     | GLUE phrases to train, Kim's dev/test         | 2       |
+| `sst2_glue`                | `load_sst2_glue()`        | GLUE SST-2 train (phrases), GLUE dev: test    | 2       |
+| `rt_polarity`              | `load_rt_polarity()`      | train only (10-fold CV); **Latin-1** files    | 2       |
+| `uci`                      | `load_uci_sentiment()`    | train only (Amazon + IMDB + Yelp)             | 2       |
+| `imdb`                     | `load_imdb()`             | 25k train / 25k test                          | 2       |
+| `vader`                    | `load_vader_lexicon()`    | fixed-hash 80/10/10 of the lexicon            | 2       |
 
-Files: `stsa.{binary,fine}.{train,dev,test}`; GLUE `{train,dev,test}.tsv`; `rt-polarity.{pos,neg}`;
+Files: `stsa.{binary,fine}.{train,dev,test}`; GLUE `{train,dev,test}.tsv`; treebank `{train,dev,test}.txt` or
+Stanford's `trainDevTestTrees_PTB.zip` (members `trees/*.txt` read from the archive); `rt-polarity.{pos,neg}`;
 `{amazon_cells,imdb,yelp}_labelled.txt`; IMDB `{train,test}.csv.gz` or the official `aclImdb_v1.tar.gz`;
 `vader_lexicon.txt` inside the `vaderSentiment` package.
 
 With `data_dir` the files are read from that directory, or from its per-dataset subfolder (`sst_sentence/`,
-`sst2_glue/`, `rt-polarity/`, `uci_sentiment/`, `imdb/`: so the parent `shared/data` works for every set), checksums
-still verified; without it they are downloaded into `cache_dir()/<name>/` (URLs pinned to the commits SOURCES.md
-names). Both go through `experiments.datafiles`. A malformed line raises a ValueError naming the file and its
-1-based line number.
+`sst2_glue/`, `sst_trees/`, `rt-polarity/`, `uci_sentiment/`, `imdb/`: so the parent `shared/data` works for every
+set), checksums still verified; without it they are downloaded into `cache_dir()/<name>/` (URLs pinned to the
+commits SOURCES.md names; the treebank as Stanford's zip). Both go through `experiments.datafiles`. A malformed
+line raises a ValueError naming the file and its 1-based line number.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import gzip
 import hashlib
 import io
 import os
+import zipfile
 import pathlib
 import re
 import tarfile
@@ -44,6 +47,7 @@ import numpy as np
 from rnnjax import _checks
 from experiments import datafiles
 from experiments.datafiles import DataFile
+from experiments.sentiment import trees as sst_trees
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -152,15 +156,30 @@ FILES: dict[str, tuple[DataFile, ...]] = {
         ("imdb", "aef2e49e3da25714d61175e3a6e68eeef74a20a2f914318dc3be9947ea86512d"),
         ("yelp", "c76468b7b5c6e56a0804d728345c5f84aa2142ddb214420f61cc9cfd4c00d2ea"),
     )),
+    # The extracted `trees/` folder of TREES_ZIP (SOURCES.md section 14; no public URL for the loose files).
+    "sst_trees": tuple(DataFile(f"{split}.txt", "", sha) for split, sha in (
+        ("train", "e2f3f41b0b1e6d4dddc0effe3bfc2d27ed8928079aa9a03d652311614fc5feb7"),
+        ("dev", "0e9336aed6e4730e19f58d00a77b3f0297efdb755f7b5e598c98a05e3f97ea40"),
+        ("test", "6e54806dee95cf80cd918e7dfb3f6770f6df24bf826f289a4d1f709e1c8f6761"),
+    )),
     "imdb": (
         DataFile("train.csv.gz", "", "7c3645ceb9b12d0d574685fcca63d0f70e845de557ac8a5a6c9d2383366f79e9"),
         DataFile("test.csv.gz", "", "ae53809353bc1b18fadeadc08cf0879d3a41bc8df47f9cfcaf636e0ebb0f9fc2"),
     ),
 }
 
+# Stanford's own archive: this sha256 (789,539 bytes) is the one two unrelated public projects pin for that URL (a
+# Julia treebank loader that reads `trees/{split}.txt` from the zip, as done here, and a Python table of dataset
+# pins). Not re-downloaded while writing this (no network): the loose files above are what was verified.
+TREES_ZIP = DataFile("trainDevTestTrees_PTB.zip", "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip",
+                     "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc")
+TREE_COUNTS = {"train": 8544, "dev": 1101, "test": 2210}  # trees (= sentences) per split, Socher et al. 2013
+
 CITATIONS = {
     "sst": "Socher et al. 2013, Recursive Deep Models for Semantic Compositionality Over a Sentiment Treebank (EMNLP);"
            " splits of Kim 2014, Convolutional Neural Networks for Sentence Classification (EMNLP)",
+    "sst_trees": "Socher et al. 2013, Recursive Deep Models for Semantic Compositionality Over a Sentiment Treebank "
+                 "(EMNLP); phrase-level training as in Kim 2014 and Tai et al. 2015 (ACL)",
     "sst2_glue": "Socher et al. 2013 (EMNLP); Wang et al. 2019, GLUE (ICLR); re-split by ALPS (forest-snow/alps)",
     "rt_polarity": "Pang & Lee 2005, Seeing stars (ACL)",
     "uci": "Kotzias et al. 2015, From Group to Individual Labels Using Deep Features (KDD)",
@@ -293,6 +312,53 @@ def load_sst2_phrases(data_dir=None) -> SentimentDataset:
     dev, test = (LabelledTexts(tuple(_brackets(t) for t in part.texts), part.labels, part.label_names)
                  for part in (sst.dev, sst.test))
     return _dataset("sst2_phrases", glue.train, dev, test, "sst2_glue", glue.record["files"] + sst.record["files"])
+
+
+def _tree_texts(data_dir) -> tuple[dict[str, tuple[str, str]], list[dict]]:
+    """`{split: (text, source)}` of the three tree files and their record: the extracted files when `data_dir`
+    holds all three (directly or in `sst_trees/`), each verified; else `TREES_ZIP`, from `data_dir` or downloaded
+    into the cache, verified, its members `trees/{split}.txt` read from the archive."""
+    files = FILES["sst_trees"]
+    if data_dir is not None and all(datafiles.locate(f, "sst_trees", data_dir) for f in files):
+        texts = {}
+        for file in files:
+            data, path = _verified_bytes("sst_trees", file, data_dir)
+            texts[file.name.split(".")[0]] = (_decode(data, path), str(path))
+        return texts, _files_record("sst_trees", files, data_dir)
+    expected = [f.name for f in files] + [TREES_ZIP.name]
+    data, path = datafiles.read_verified(TREES_ZIP, "sst_trees", data_dir, expected)
+    texts, record = {}, []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for split in TREE_COUNTS:
+            member = f"trees/{split}.txt"
+            if member not in archive.namelist():
+                raise ValueError(f"{path} has no member {member} (it holds {sorted(archive.namelist())[:6]})")
+            raw = archive.read(member)
+            texts[split] = (_decode(raw, f"{path}:{member}"), f"{path}:{member}")
+            record.append({"name": member, "sha256": hashlib.sha256(raw).hexdigest(), "archive": TREES_ZIP.name,
+                           "archive_sha256": TREES_ZIP.sha256, "source": str(data_dir) if data_dir else TREES_ZIP.url})
+    return texts, record
+
+
+def load_sst_trees(classes: int = 5, data_dir=None) -> SentimentDataset:
+    """SST with phrase-level training from the treebank (Socher et al. 2013; the protocol of Kim 2014 and Tai et
+    al. 2015): `train` = the distinct labelled phrases of the 8,544 train trees, every node including single words,
+    each distinct token sequence once (`trees.phrases`: 159,274 for 5 classes; 77,616 for 2, neutral dropped);
+    `dev`/`test` = the root (sentence) labels of the dev/test trees (1,101 / 2,210 for 5 classes; 872 / 1,821 for
+    2). A malformed tree raises a ValueError naming its file and line; a split with other than the published
+    number of trees is an error too (a truncated or concatenated copy)."""
+    if classes not in (2, 5):
+        raise ValueError(f"classes must be 2 (neutral dropped) or 5, got {classes!r}")
+    texts, record = _tree_texts(data_dir)
+    names = BINARY if classes == 2 else FINE
+    splits = {}
+    for split, (text, source) in texts.items():
+        parsed = sst_trees.parse_trees(text, source)
+        if len(parsed) != TREE_COUNTS[split]:
+            raise ValueError(f"{source} holds {len(parsed)} trees, expected {TREE_COUNTS[split]} ({split} split)")
+        pick = sst_trees.phrases if split == "train" else sst_trees.sentences
+        splits[split] = LabelledTexts(*pick(parsed, classes), names)
+    return _dataset(f"sst{classes}_trees", splits["train"], splits["dev"], splits["test"], "sst_trees", record)
 
 
 def load_rt_polarity(data_dir=None) -> SentimentDataset:
@@ -440,7 +506,8 @@ def _dataset(name, train, dev, test, citation, files) -> SentimentDataset:
     return SentimentDataset(name, train, dev, test, record)
 
 
-DATASETS = ("vader", "sst2", "sst5", "sst2_phrases", "sst2_glue", "rt_polarity", "uci", "imdb")
+DATASETS = ("vader", "sst2", "sst5", "sst5_trees", "sst2_trees", "sst2_phrases", "sst2_glue", "rt_polarity", "uci",
+            "imdb")
 
 
 def load_sentiment(name: str, data_dir: str | os.PathLike | None = None) -> SentimentDataset:
@@ -450,6 +517,8 @@ def load_sentiment(name: str, data_dir: str | os.PathLike | None = None) -> Sent
         return load_vader_lexicon()
     if name in ("sst2", "sst5"):
         return load_sst(int(name[-1]), data_dir)
+    if name in ("sst2_trees", "sst5_trees"):
+        return load_sst_trees(int(name[3]), data_dir)
     return {"sst2_phrases": load_sst2_phrases, "sst2_glue": load_sst2_glue, "rt_polarity": load_rt_polarity,
             "uci": load_uci_sentiment,
             "imdb": load_imdb}[name](data_dir)
