@@ -49,6 +49,9 @@ from rnnjax.losses import masked_mean
 from rnnjax.losses import mean_absolute_error
 from rnnjax.losses import mean_squared_error
 
+# The error a value check (ids, labels, lengths out of range) raises from inside a jitted step.
+from rnnjax._checks import InvalidInputError
+
 # Topic namespaces.
 from rnnjax import models
 from rnnjax import train
@@ -63,6 +66,7 @@ __all__ = [
     "GRU",
     "GRUParams",
     "INITIALIZERS",
+    "InvalidInputError",
     "LSTM",
     "LSTMParams",
     "LSTMState",

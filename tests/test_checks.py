@@ -86,3 +86,12 @@ def test_under_vmap_the_host_is_called_only_when_an_example_failed(monkeypatch):
     with pytest.raises(jax.errors.JaxRuntimeError, match=r"at mapped index 1: lengths must lie in \[0, 4\], got 5"):
         jax.block_until_ready(run(jnp.array([0, 3])))  # the second example reaches 5 at its third step
     assert calls == [1]
+
+
+def test_the_error_a_failed_check_raises_is_public_under_the_name_its_message_shows():
+    import rnnjax
+
+    assert rnnjax.InvalidInputError is _checks.InvalidInputError and issubclass(rnnjax.InvalidInputError, ValueError)
+    error, _ = jax.jit(checkify.checkify(lambda n: _checks.check_value_range("lengths", n, 0, 4)))(jnp.array([5]))
+    with pytest.raises(rnnjax.InvalidInputError, match="lengths must lie in"):
+        _checks._raise_failed_check(error)  # what the host callback runs inside a jitted step

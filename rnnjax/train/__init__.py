@@ -21,6 +21,9 @@ from rnnjax.train.loop import NonFiniteError
 from rnnjax.train.loop import TrainerConfig
 from rnnjax.train.loop import fit
 
+# The run directory's files: written atomically; a failed write raises RunFileWriteError naming the file.
+from rnnjax.train.run_files import RunFileWriteError
+
 # Metric writers beside metrics.jsonl.
 from rnnjax.train.writers import CSVWriter
 from rnnjax.train.writers import TensorBoardWriter
@@ -28,6 +31,8 @@ from rnnjax.train.writers import TensorBoardWriter
 # Checkpoints.
 from rnnjax.train.checkpoint import CheckpointError
 from rnnjax.train.checkpoint import CheckpointManager
+from rnnjax.train.checkpoint import CheckpointWriteError
+from rnnjax.train.checkpoint import CorruptCheckpointError
 from rnnjax.train.checkpoint import load_checkpoint
 from rnnjax.train.checkpoint import save_checkpoint
 
@@ -43,8 +48,11 @@ __all__ = [
     "CSVWriter",
     "CheckpointError",
     "CheckpointManager",
+    "CheckpointWriteError",
+    "CorruptCheckpointError",
     "NonFiniteError",
     "OptimizerConfig",
+    "RunFileWriteError",
     "TensorBoardWriter",
     "TrainState",
     "TrainerConfig",

@@ -81,3 +81,13 @@ def test_atomic_write_content_and_permissions(tmp_path):
     path = write_json_atomic(tmp_path / "result.json", {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert path.stat().st_mode & 0o777 == 0o666 & ~run_files._UMASK
+
+
+def test_the_errors_users_catch_are_exported_from_rnnjax_train():
+    import rnnjax.train
+    from rnnjax.train import checkpoint
+
+    assert rnnjax.train.RunFileWriteError is RunFileWriteError and issubclass(RunFileWriteError, OSError)
+    for name in ("CheckpointError", "CorruptCheckpointError", "CheckpointWriteError"):
+        assert getattr(rnnjax.train, name) is getattr(checkpoint, name) and name in rnnjax.train.__all__
+    assert issubclass(rnnjax.train.CorruptCheckpointError, rnnjax.train.CheckpointError)
