@@ -1,10 +1,11 @@
-"""Time-series forecasting: recurrent direct and sequence-to-sequence forecasters against baselines on one set of
-windows.
+"""Time-series forecasting: recurrent direct, sequence-to-sequence and segment (SegRNN) forecasters against baselines
+on one set of windows.
 
     python -m experiments.forecasting                     # embedded Mauna Loa CO2 (statsmodels), ~2-3 min on 2 CPUs
     python -m experiments.forecasting --preset etth1-dlinear --data-dir ../shared/data/ett --features S --horizon 96
     python -m experiments.forecasting --preset etth1-dlinear --data-dir ../shared/data/ett --features M --horizon 720
     python -m experiments.forecasting --dataset co2 --model seq2seq --scheduled-sampling-rate 0.25 --covariates
+    python -m experiments.forecasting --preset etth1-segrnn --data-dir ../shared/data/ett --horizon 336  # SegRNN, L=96
 
 Protocol (Informer/Autoformer/DLinear): the dataset's fixed split (ETT: 12/4/4 months; others 70/10/20), z-scores
 with training-split statistics only, settings "S" (target only) and "M" (all columns, target last), look-back L,
@@ -40,6 +41,7 @@ from experiments.forecasting import baselines
 from experiments.forecasting.calendar_features import calendar_features
 from experiments.forecasting.metrics import accumulate_errors, summarize_errors
 from rnnjax.models.forecasters import DirectForecaster, Seq2SeqForecaster
+from rnnjax.models.segrnn import SegmentForecaster
 from experiments.forecasting.scaling import fit_scaler, scale
 from experiments.forecasting.series import FILLS, SERIES, load_series
 from rnnjax import _checks
@@ -57,12 +59,15 @@ class Config:
     lookback: int = 104  # L: look-back steps (CO2 is weekly: two years)
     horizon: int = 52  # H: forecast steps (one year)
     model: str = "direct"  # "direct" (encoder -> dense head) | "seq2seq" (encoder -> autoregressive decoder)
+    # | "segrnn" (segment encoder -> parallel multi-step decoder, rnnjax.models.SegmentForecaster)
     mode: str = "gru"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"
     hidden_size: int = 64  # units per recurrent layer
     num_layers: int = 1  # stacked recurrent layers (encoder and decoder)
-    dropout_rate: float = 0.0  # between recurrent layers
+    dropout_rate: float = 0.0  # between recurrent layers (segrnn: on the decoder outputs before the head)
     patch_length: int = 4  # look-back steps per encoder step (SegRNN-style segments); must divide lookback
-    revin: bool = True  # reversible instance normalisation (Kim et al. 2022)
+    # (segrnn: the segment length W, which must divide the horizon too)
+    revin: bool = True  # reversible instance normalisation (Kim et al. 2022); segrnn without it: last-value
+    channel_embedding: bool = True  # segrnn only: decoder inputs [position ; channel embedding] (paper's channel_id)
     channel_independent: bool = True  # one shared univariate model per series ("M" setting)
     linear_skip: bool = False  # direct model only: add a trained linear map of the look-back (residual over it)
     covariates: bool = False  # calendar features (Informer's timeF) as extra inputs
@@ -71,6 +76,8 @@ class Config:
     batch_size: int = 32  # windows per step
     max_steps_per_epoch: int = 0  # cap on steps per epoch (0: every training window once)
     learning_rate: float = 1e-3  # Adam
+    lr_decay_start_epoch: int = 0  # 0: constant rate; k: epochs 1..k at the full rate, then x lr_decay_factor each
+    lr_decay_factor: float = 0.8  # per-epoch factor once decay starts (SegRNN's "type3": start 4, factor 0.8)
     max_grad_norm: float = 1.0  # clip_by_global_norm
     ridge_grid: str = "0,1,10,100,1000,10000"  # L2 penalties tried for the linear baselines, picked on validation
     eval_batch_size: int = 256  # windows per evaluation call
@@ -91,6 +98,16 @@ PRESETS = {
                            batch_size=32, learning_rate=2e-3),
 }
 
+# SegRNN (Lin et al. 2023) at L = 96, multivariate, from the lss-1138/SegRNN scripts (scripts/SegRNN/Lookback_96):
+# GRU, d_model 512, dropout 0.5, channel embedding, last-value normalisation (no RevIN), batch 256, Adam with the
+# "type3" schedule, no gradient clipping (a 1e3 clip norm never binds), 30 epochs with patience 10 (here: the best
+# validation epoch of `epochs`). Segment length 24 (hourly) / 48 (15-minute), learning rate per dataset.
+_SEGRNN = dict(features="M", lookback=96, horizon=96, model="segrnn", mode="gru", hidden_size=512, dropout_rate=0.5,
+               revin=False, channel_embedding=True, epochs=30, batch_size=256, lr_decay_start_epoch=4,
+               lr_decay_factor=0.8, max_grad_norm=1e3)
+for _name, _segment, _rate in (("ETTh1", 24, 1e-3), ("ETTh2", 24, 2e-4), ("ETTm1", 48, 2e-4), ("ETTm2", 48, 1e-4)):
+    PRESETS[f"{_name.lower()}-segrnn"] = dict(_SEGRNN, dataset=_name, patch_length=_segment, learning_rate=_rate)
+
 # Published test MSE/MAE on ETTh1 (normalised data), (horizon -> (mse, mae)).
 # Informer: Zhou et al., AAAI 2021, Table 1 (univariate) and Table 2 (multivariate), row "LSTMa".
 # DLinear: Zeng et al., AAAI 2023 ("Are Transformers Effective for Time Series Forecasting?"), Table 2
@@ -108,6 +125,46 @@ REFERENCES = {
         "DLinear": {96: (0.375, 0.399), 192: (0.405, 0.416), 336: (0.439, 0.443), 720: (0.472, 0.490)},
     },
 }
+
+
+# Published multivariate test MSE/MAE at look-back L = 96 (horizon -> (mse, mae)), from the table "Comparison
+# Results for Lookback L = 96" of the lss-1138/SegRNN README (SegRNN re-run after its drop_last fix; iTransformer,
+# PatchTST and DLinear quoted there from the iTransformer paper, Liu et al. ICLR 2024). At L = 96 these replace
+# the L = 336 DLinear row above.
+LOOKBACK_96_REFERENCES = {
+    ("ETTh1", "M"): {
+        "SegRNN": {96: (0.368, 0.395), 192: (0.408, 0.419), 336: (0.444, 0.440), 720: (0.446, 0.457)},
+        "iTransformer": {96: (0.386, 0.405), 192: (0.441, 0.436), 336: (0.487, 0.458), 720: (0.503, 0.491)},
+        "PatchTST": {96: (0.414, 0.419), 192: (0.460, 0.445), 336: (0.501, 0.466), 720: (0.500, 0.488)},
+        "DLinear": {96: (0.386, 0.400), 192: (0.437, 0.432), 336: (0.481, 0.459), 720: (0.519, 0.516)},
+    },
+    ("ETTh2", "M"): {
+        "SegRNN": {96: (0.278, 0.335), 192: (0.359, 0.389), 336: (0.421, 0.436), 720: (0.432, 0.455)},
+        "iTransformer": {96: (0.297, 0.349), 192: (0.380, 0.400), 336: (0.428, 0.432), 720: (0.427, 0.445)},
+        "PatchTST": {96: (0.302, 0.348), 192: (0.388, 0.400), 336: (0.426, 0.433), 720: (0.431, 0.446)},
+        "DLinear": {96: (0.333, 0.387), 192: (0.477, 0.476), 336: (0.594, 0.541), 720: (0.831, 0.657)},
+    },
+    ("ETTm1", "M"): {
+        "SegRNN": {96: (0.330, 0.369), 192: (0.369, 0.392), 336: (0.399, 0.412), 720: (0.454, 0.443)},
+        "iTransformer": {96: (0.334, 0.368), 192: (0.377, 0.391), 336: (0.426, 0.420), 720: (0.491, 0.459)},
+        "PatchTST": {96: (0.329, 0.367), 192: (0.367, 0.385), 336: (0.399, 0.410), 720: (0.454, 0.439)},
+        "DLinear": {96: (0.345, 0.372), 192: (0.380, 0.389), 336: (0.413, 0.413), 720: (0.474, 0.453)},
+    },
+    ("ETTm2", "M"): {
+        "SegRNN": {96: (0.173, 0.255), 192: (0.237, 0.298), 336: (0.296, 0.336), 720: (0.389, 0.407)},
+        "iTransformer": {96: (0.180, 0.264), 192: (0.250, 0.309), 336: (0.311, 0.348), 720: (0.412, 0.407)},
+        "PatchTST": {96: (0.175, 0.259), 192: (0.241, 0.302), 336: (0.305, 0.343), 720: (0.402, 0.400)},
+        "DLinear": {96: (0.193, 0.292), 192: (0.284, 0.362), 336: (0.369, 0.427), 720: (0.554, 0.522)},
+    },
+}
+
+
+def published_references(config) -> dict:
+    """name -> (horizon -> (mse, mae)) for the config's dataset, setting and look-back."""
+    rows = dict(REFERENCES.get((config.dataset, config.features), {}))
+    if config.lookback == 96:
+        rows.update(LOOKBACK_96_REFERENCES.get((config.dataset, config.features), {}))
+    return rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +206,23 @@ def make_batch(data: ForecastData, starts: np.ndarray, config: Config) -> dict:
 
 
 def make_model(config: Config, num_series: int, covariate_size: int):
+    if config.model == "segrnn":
+        if covariate_size or config.covariates:
+            raise ValueError("covariates apply to model='direct' or 'seq2seq' only, not 'segrnn'")
+        if (config.scheduled_sampling_rate or config.linear_skip or config.num_layers != 1
+                or not config.channel_independent):
+            raise ValueError("model='segrnn' is one channel-independent cell with a parallel decoder: "
+                             "scheduled_sampling_rate, linear_skip, num_layers != 1 and channel_independent=False "
+                             "do not apply")
+        _checks.check_positive_int("patch_length", config.patch_length)
+        for name in ("lookback", "horizon"):  # checked here to name the config's fields, not the model's
+            if getattr(config, name) % config.patch_length:
+                raise ValueError(f"patch_length must divide {name} for model='segrnn' (its segment length), got "
+                                 f"patch_length {config.patch_length} and {name} {getattr(config, name)}")
+        return SegmentForecaster(num_series=num_series, lookback=config.lookback, horizon=config.horizon,
+                                 segment_length=config.patch_length, mode=config.mode, hidden_size=config.hidden_size,
+                                 dropout_rate=config.dropout_rate, channel_embedding=config.channel_embedding,
+                                 normalization="revin" if config.revin else "last")
     common = dict(num_series=num_series, lookback=config.lookback, horizon=config.horizon, mode=config.mode,
                   hidden_size=config.hidden_size, num_layers=config.num_layers, dropout_rate=config.dropout_rate,
                   patch_length=config.patch_length, covariate_size=covariate_size, revin=config.revin,
@@ -161,13 +235,15 @@ def make_model(config: Config, num_series: int, covariate_size: int):
         if config.linear_skip:
             raise ValueError("linear_skip applies to model='direct' only")
         return Seq2SeqForecaster(**common)
-    raise ValueError(f"model must be one of ('direct', 'seq2seq'), got {config.model!r}")
+    raise ValueError(f"model must be one of ('direct', 'seq2seq', 'segrnn'), got {config.model!r}")
 
 
 def forward(model, params, batch: dict, key=None, teacher_forcing: bool = False, rate: float = 0.0):
     """Model predictions `[B, H, C]` for a batch; seq2seq uses the targets only when `teacher_forcing`."""
     if isinstance(model, DirectForecaster):
         return model.apply(params, batch["inputs"], batch.get("covariates"), key=key)
+    if isinstance(model, SegmentForecaster):
+        return model.apply(params, batch["inputs"], key=key)
     targets = batch["targets"] if teacher_forcing else None
     return model.apply(params, batch["inputs"], batch.get("covariates"), batch.get("future_covariates"),
                        targets=targets, scheduled_sampling_rate=rate if teacher_forcing else 0.0, key=key)
@@ -225,6 +301,18 @@ def baseline_forecasts(data: ForecastData, config: Config) -> tuple[dict, dict]:
     return methods, chosen
 
 
+def optimizer_config(config: Config, steps_per_epoch: int) -> "rnnjax.train.OptimizerConfig":
+    """Adam behind the clip, at a constant rate or decaying per epoch after `lr_decay_start_epoch` epochs."""
+    if config.lr_decay_start_epoch == 0:
+        return rnnjax.train.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
+                                            max_grad_norm=config.max_grad_norm)
+    return rnnjax.train.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
+                                        max_grad_norm=config.max_grad_norm, schedule="step_decay",
+                                        steps_per_epoch=steps_per_epoch,
+                                        decay_start_epoch=config.lr_decay_start_epoch,
+                                        decay_factor=config.lr_decay_factor)
+
+
 def parse_ridge_grid(text: str) -> list[float]:
     try:
         grid = [float(value) for value in text.split(",") if value.strip()]
@@ -272,8 +360,7 @@ def train(config: Config) -> dict:
         mse = rnnjax.mean_squared_error(predictions, batch["targets"])
         return mse, (carry, {"mae": rnnjax.mean_absolute_error(predictions, batch["targets"])})
 
-    optimizer = rnnjax.train.make_optimizer(rnnjax.train.OptimizerConfig(
-        optimizer="adam", learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm))
+    optimizer = rnnjax.train.make_optimizer(optimizer_config(config, steps_per_epoch))
     init_key, state_key = jax.random.split(jax.random.key(config.seed))
     state = rnnjax.train.create_train_state(model.init(init_key), optimizer, state_key)
 
@@ -303,7 +390,7 @@ def train(config: Config) -> dict:
     baseline_results, baseline_predictions = evaluate_baselines(methods, data, "test", config)
     results = {"model": test, **baseline_results}
     references = {name: {"mse": rows[config.horizon][0], "mae": rows[config.horizon][1]}
-                  for name, rows in REFERENCES.get((config.dataset, config.features), {}).items()
+                  for name, rows in published_references(config).items()
                   if config.horizon in rows}
     report = {
         "dataset": config.dataset, "features": config.features, "lookback": config.lookback,
@@ -390,13 +477,12 @@ def validate(config: Config) -> None:
     cli.check_directory("data_dir", config.data_dir)
     for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
         _checks.check_positive_int(name, getattr(config, name))
-    for name in ("max_steps_per_epoch", "plot_windows", "seed"):
+    for name in ("max_steps_per_epoch", "plot_windows", "seed", "lr_decay_start_epoch"):
         _checks.check_nonnegative_int(name, getattr(config, name))
     _checks.check_rate("scheduled_sampling_rate", config.scheduled_sampling_rate)  # read only once training runs
     parse_ridge_grid(config.ridge_grid)
     make_model(config, 1, 0)  # model, mode, sizes, patch_length and switches, in the config's own field names
-    rnnjax.train.OptimizerConfig(optimizer="adam", learning_rate=config.learning_rate,
-                                 max_grad_norm=config.max_grad_norm)
+    optimizer_config(config, 1)
     cli.check_run_dir(config.run_dir)
 
 

@@ -28,6 +28,7 @@ from rnnjax.models.ctc import edit_distance
 # Forecasting.
 from rnnjax.models.forecasters import DirectForecaster
 from rnnjax.models.forecasters import Seq2SeqForecaster
+from rnnjax.models.segrnn import SegmentForecaster
 from rnnjax.models.revin import revin_denormalize
 from rnnjax.models.revin import revin_init
 from rnnjax.models.revin import revin_normalize
@@ -39,6 +40,7 @@ __all__ = [
     "LanguageModel",
     "POOLINGS",
     "Seq2SeqForecaster",
+    "SegmentForecaster",
     "SequenceClassifier",
     "classification_loss_fn",
     "ctc_greedy_decode",

@@ -26,7 +26,7 @@ def test_tiny_run_is_repeatable_and_writes_the_run_directory(capsys, tmp_path):
     run = tmp_path / "a"
     for name in ("config.json", "metrics.jsonl", "results.json", "plots/forecasts.png", "plots/error_by_step.png"):
         assert (run / name).exists(), name
-    assert list((run / "best_params").glob("*.npz")) and list((run / "checkpoints").glob("*.npz"))
+    assert list((run / "best_params").glob("checkpoint_*")) and list((run / "checkpoints").glob("checkpoint_*"))
     saved = json.loads((run / "results.json").read_text())
     assert len(saved["test_by_step"]["model"]["mse"]) == 4 and first["steps"] == 6
     third = forecasting.main(TINY + ["--run-dir", str(tmp_path / "c"), "--seed", "1"])
@@ -40,7 +40,29 @@ def test_seq2seq_with_covariates_and_scheduled_sampling(tmp_path):
     assert np.isfinite(report["test"]["model"]["mse"])
 
 
+def test_segrnn_run_reports_the_lookback_96_references(tmp_path):
+    report = forecasting.main(["--dataset", "co2", "--model", "segrnn", "--lookback", "16", "--horizon", "8",
+                               "--patch-length", "4", "--hidden-size", "4", "--dropout-rate", "0.5", "--no-revin",
+                               "--epochs", "2", "--max-steps-per-epoch", "2", "--batch-size", "8",
+                               "--lr-decay-start-epoch", "1", "--lr-decay-factor", "0.5", "--eval-batch-size", "512",
+                               "--quiet", "--run-dir", str(tmp_path / "s")])
+    assert np.isfinite(report["test"]["model"]["mse"]) and report["model"] == "segrnn" and report["steps"] == 4
+    assert report["references"] == {}  # co2 has no published rows
+    config = forecasting.parse_config(["--preset", "etth2-segrnn", "--horizon", "336"])
+    assert (config.model, config.lookback, config.patch_length, config.hidden_size, config.learning_rate) == (
+        "segrnn", 96, 24, 512, 2e-4)
+    references = forecasting.published_references(config)
+    assert references["SegRNN"][336] == (0.421, 0.436) and references["DLinear"][336] == (0.594, 0.541)
+    assert set(forecasting.PRESETS) >= {"etth1-segrnn", "etth2-segrnn", "ettm1-segrnn", "ettm2-segrnn"}
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--model", "segrnn", "--lookback", "16", "--horizon", "6", "--patch-length", "4"],
+     "--patch-length must divide --horizon for --model='segrnn'"),
+    (["--model", "segrnn", "--covariates"], "covariates apply to --model='direct' or 'seq2seq' only"),
+    (["--model", "segrnn", "--num-layers", "2"], "--num-layers != 1"),
+    (["--model", "segrnn", "--lookback", "16", "--horizon", "8", "--hidden-size", "5"], "must be even, got 5"),
+    (["--lr-decay-start-epoch", "-1"], "--lr-decay-start-epoch must be"),
     (["--hidden", "8"], "unrecognized arguments: --hidden 8"),
     (["--dataset", "ETTh9"], "unknown --dataset 'ETTh9'; known: ETTh1"),
     (["--lookback", "10", "--patch-length", "4"], "--patch-length must divide --lookback"),
