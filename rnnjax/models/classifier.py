@@ -31,22 +31,32 @@ from rnnjax.rnn import CELL_MODES, make_cell
 POOLINGS = ("last", "mean", "max")
 
 
-def masked_pool(ys: jax.Array, lengths: jax.Array, pooling: str, backward_size: int = 0) -> jax.Array:
+def masked_pool(ys: jax.Array, lengths: jax.Array, pooling: str, *, backward_size: int | None = None) -> jax.Array:
     """Pools `ys` `[batch, time, features]` over the valid steps `t < lengths[b]` into `[batch, features]`.
 
-    `backward_size`: the trailing features that come from a backward direction (a concatenated bidirectional
-    output); for "last" those are read at `t = 0` and the others at `t = length - 1`. A sequence of length 0
-    pools to zeros.
+    `backward_size` (keyword, required for "last", ignored otherwise): the trailing features that come from a
+    backward direction; "last" reads those at `t = 0`, where the backward direction has read the whole sequence,
+    and the others at `t = length - 1`. Pass 0 for a unidirectional output and the backward layer's hidden size for
+    a concatenated `Bidirectional` one. There is no default on purpose: reading a backward direction at
+    `length - 1` (after one step) is a silent wrong answer. The models compute it from their config
+    (`SequenceClassifier.backward_size`, `FrameClassifier.backward_size`). A sequence of length 0 pools to zeros.
 
     >>> import jax.numpy as jnp
     >>> ys = jnp.array([[[1.0], [3.0], [9.0]]])  # the third step is padding
-    >>> [masked_pool(ys, jnp.array([2]), p).tolist() for p in POOLINGS]
+    >>> [masked_pool(ys, jnp.array([2]), p, backward_size=0).tolist() for p in POOLINGS]
     [[[3.0]], [[2.0]], [[3.0]]]
     """
     _checks.check_choice("pooling", pooling, POOLINGS)
     if ys.ndim != 3:
         raise ValueError(f"ys must be [batch, time, features], got shape {tuple(ys.shape)}")
     batch, time, features = ys.shape
+    if pooling == "last":
+        if backward_size is None:
+            raise ValueError("masked_pool(..., 'last') needs backward_size=: 0 for a unidirectional output, the "
+                             "backward layer's hidden size for a concatenated bidirectional one (read at t = 0)")
+        backward_size = _checks.check_nonnegative_int("backward_size", backward_size)
+        if backward_size > features:
+            raise ValueError(f"backward_size must be <= the {features} features of ys, got {backward_size}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) = [batch], got {tuple(lengths.shape)}")
     # A length past the time axis would divide the mean by more steps than were summed.
@@ -125,6 +135,11 @@ class SequenceClassifier:
         """Width F of the pooled representation."""
         return self.hidden_size * (2 if self.bidirectional else 1)
 
+    @property
+    def backward_size(self) -> int:
+        """The trailing features of the recurrent output that come from the backward direction (0 if none)."""
+        return self.hidden_size if self.bidirectional else 0
+
     def init(self, key: jax.Array, embeddings=None) -> dict:
         """`{"embedding": [V, D], "rnn": (per-layer params), "output": {"weight": [C, F], "bias": [C]}}`.
 
@@ -168,7 +183,7 @@ class SequenceClassifier:
                 drop = variational_dropout if self.variational else dropout
                 xs = drop(keys[0], xs, self.input_dropout_rate)
             ys, _ = self.stack.apply(params["rnn"], xs, lengths=lengths, key=keys[1])
-            pooled = masked_pool(ys, lengths, self.pooling, self.hidden_size if self.bidirectional else 0)
+            pooled = masked_pool(ys, lengths, self.pooling, backward_size=self.backward_size)
             if key is not None:
                 pooled = dropout(keys[2], pooled, self.dropout_rate)
             return jnp.matmul(pooled, params["output"]["weight"].T) + params["output"]["bias"][None, :]

@@ -99,6 +99,11 @@ class _FrameEncoder:
         """Width of the recurrent output per frame."""
         return self.hidden_size * (2 if self.bidirectional else 1)
 
+    @property
+    def backward_size(self) -> int:
+        """The trailing features of the recurrent output that come from the backward direction (0 if none)."""
+        return self.hidden_size if self.bidirectional else 0
+
     def init(self, key: jax.Array) -> dict:
         """`{"rnn": (per-level params), "output": {"weight": [C, D*H], "bias": [C]}}`."""
         rnn_key, output_key = jax.random.split(key)
@@ -138,7 +143,7 @@ class FrameClassifier(_FrameEncoder):
         Dropout only when `key` is given (training)."""
         with jax.named_scope("rnnjax.models.FrameClassifier"):
             ys, key = self._encode(params, features, lengths, key)
-            pooled = masked_pool(ys, lengths, self.pooling, self.hidden_size if self.bidirectional else 0)
+            pooled = masked_pool(ys, lengths, self.pooling, backward_size=self.backward_size)
             if key is not None:
                 pooled = dropout(key, pooled, self.dropout_rate)
             return jnp.matmul(pooled, params["output"]["weight"].T) + params["output"]["bias"][None, :]

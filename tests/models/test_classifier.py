@@ -10,6 +10,7 @@ from jax.experimental import checkify
 
 import rnnjax
 from experiments.bucketing import pad_sequences
+from rnnjax.models.frames import FrameClassifier
 from rnnjax.models.classifier import POOLINGS, SequenceClassifier, classification_loss_fn, masked_pool
 from rnnjax.models.classifier import variational_dropout
 
@@ -20,7 +21,7 @@ def test_masked_pool_equals_pooling_the_unpadded_sequence(pooling, backward_size
     rng = np.random.default_rng(0)
     ys = rng.standard_normal((3, 6, 5)).astype(np.float32)
     lengths = np.array([6, 2, 4], np.int32)
-    pooled = np.asarray(masked_pool(jnp.asarray(ys), jnp.asarray(lengths), pooling, backward_size))
+    pooled = np.asarray(masked_pool(jnp.asarray(ys), jnp.asarray(lengths), pooling, backward_size=backward_size))
     for b, length in enumerate(lengths):
         seq = ys[b, :length]
         expected = {"mean": seq.mean(0), "max": seq.max(0)}.get(pooling)
@@ -40,6 +41,40 @@ def test_bidirectional_last_pooling_is_the_final_states(key):
     pooled = masked_pool(ys, lengths, "last", backward_size=3)
     expected = jnp.concatenate([carry.forward.h, carry.backward.h], axis=-1)  # backward: its state after t = 0
     np.testing.assert_allclose(pooled, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_last_pooling_needs_an_explicit_backward_size():
+    ys, lengths = jnp.ones((2, 4, 6)), jnp.array([4, 2])
+    with pytest.raises(ValueError, match=r"masked_pool\(\.\.\., 'last'\) needs backward_size="):
+        masked_pool(ys, lengths, "last")
+    with pytest.raises(ValueError, match="backward_size must be <= the 6 features of ys, got 7"):
+        masked_pool(ys, lengths, "last", backward_size=7)
+    with pytest.raises(TypeError):
+        masked_pool(ys, lengths, "last", 3)  # keyword only: a positional 3 could be anything
+    assert masked_pool(ys, lengths, "mean").shape == (2, 6)  # the other poolings read every direction alike
+
+
+@pytest.mark.parametrize("make", ["sequence", "frames"])
+def test_bidirectional_classifiers_read_the_backward_direction_at_t0(key, make):
+    """Through `apply`: the pooled features are the forward state after the last valid step and the backward
+    state after t = 0 (the output at t = length - 1 would be the backward direction after one step)."""
+    if make == "sequence":
+        model = SequenceClassifier(vocab_size=12, num_classes=2, embedding_size=4, hidden_size=3, pooling="last",
+                                   dropout_rate=0.0)
+        inputs = jnp.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]], jnp.int32)
+    else:
+        model = FrameClassifier(input_size=4, num_classes=2, hidden_size=3, pooling="last")
+        inputs = jax.random.normal(key, (2, 5, 4))
+    params = model.init(key)
+    lengths = jnp.array([3, 5], jnp.int32)
+    xs = jnp.take(params["embedding"], inputs, axis=0) if make == "sequence" else inputs
+    ys, (carry,) = model.stack.apply(params["rnn"], xs, lengths=lengths)
+    assert model.backward_size == 3
+    pooled = jnp.concatenate([carry.forward.h, carry.backward.h], axis=-1)
+    expected = pooled @ params["output"]["weight"].T + params["output"]["bias"][None, :]
+    np.testing.assert_allclose(model.apply(params, inputs, lengths), expected, rtol=1e-5, atol=1e-6)
+    wrong = masked_pool(ys, lengths, "last", backward_size=0) @ params["output"]["weight"].T
+    assert not np.allclose(wrong + params["output"]["bias"][None, :], expected, atol=1e-3)  # readouts differ
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
