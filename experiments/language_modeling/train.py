@@ -253,7 +253,7 @@ def sample_command(argv) -> str:
     vocabulary.check_matches(saved["vocabulary"]["fingerprint"])
     model = make_model(config, len(vocabulary))
     template = model.init(jax.random.key(0))
-    restored = rnnjax.train.CheckpointManager(run_dir / "checkpoints").restore_latest(
+    restored = rnnjax.train.CheckpointDirectory(run_dir / "checkpoints").restore_latest(
         _state_template(model, template, config))
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")

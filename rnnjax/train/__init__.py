@@ -28,9 +28,9 @@ from rnnjax.train.run_files import RunFileWriteError
 from rnnjax.train.writers import CSVWriter
 from rnnjax.train.writers import TensorBoardWriter
 
-# Checkpoints.
+# Checkpoints on orbax-checkpoint (CheckpointDirectory drives an orbax.checkpoint.CheckpointManager).
+from rnnjax.train.checkpoint import CheckpointDirectory
 from rnnjax.train.checkpoint import CheckpointError
-from rnnjax.train.checkpoint import CheckpointManager
 from rnnjax.train.checkpoint import CheckpointWriteError
 from rnnjax.train.checkpoint import CorruptCheckpointError
 from rnnjax.train.checkpoint import load_checkpoint
@@ -46,8 +46,8 @@ from rnnjax.train.host_memory import retain_freed_memory
 
 __all__ = [
     "CSVWriter",
+    "CheckpointDirectory",
     "CheckpointError",
-    "CheckpointManager",
     "CheckpointWriteError",
     "CorruptCheckpointError",
     "NonFiniteError",
@@ -70,3 +70,12 @@ __all__ = [
     "shard_batch",
     "train_step_fn",
 ]
+
+
+def __getattr__(name: str):
+    # The checkpoint manager was renamed so that it never shadows orbax's class of the same name and another API.
+    if name == "CheckpointManager":
+        raise AttributeError("rnnjax.train.CheckpointManager is now rnnjax.train.CheckpointDirectory (save(step, "
+                             "state, metadata), restore_latest(target)); it is not orbax.checkpoint.CheckpointManager, "
+                             "which it drives: CheckpointDirectory(...).orbax_manager")
+    raise AttributeError(f"module 'rnnjax.train' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 kill, resume, a progress bar, and a run directory people can read.
 
 The run directory holds `config.json`, `metrics.jsonl`, `summary.json`, `plots/` (`rnnjax.train.run_files`) and
-`checkpoints/`, the last `keep_checkpoints` checkpoints (`rnnjax.train.checkpoint`).
+`checkpoints/`, the last `keep_checkpoints` checkpoints (`rnnjax.train.checkpoint`, on orbax-checkpoint).
 
 The data enters as `train_batches(epoch) -> iterable of batches`, which must give the same batches for the same
 epoch (shuffle with a seed derived from the epoch): resume skips the batches already consumed in the interrupted
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import jax
 
 from rnnjax import _checks
-from rnnjax.train.checkpoint import CheckpointManager, checkpoint_path
+from rnnjax.train.checkpoint import CheckpointDirectory
 from rnnjax.train.run_files import RunFiles, is_writer
 from rnnjax.train.step import TrainState, accumulate_metrics, distinct_buffers, summarize_metrics, zeros_like_metrics
 from rnnjax.train.writers import CSVWriter, TensorBoardWriter
@@ -121,7 +121,7 @@ def fit(
         full_config = {"run": run_config or {}, "trainer": {k: str(v) if isinstance(v, pathlib.Path) else v
                                                             for k, v in dataclasses.asdict(config).items()}}
         run.write_config(full_config)
-        manager = CheckpointManager(run.path / "checkpoints", keep=config.keep_checkpoints)
+        manager = CheckpointDirectory(run.path / "checkpoints", keep=config.keep_checkpoints)
         say = (lambda text: None) if config.quiet else print
         state, (start_epoch, start_batch) = _restore_or_start(run, manager, state, resume, say)
         epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
@@ -152,7 +152,7 @@ def fit(
         return state, summary
 
 
-def _restore_or_start(run: RunFiles, manager: CheckpointManager, state: TrainState, resume: bool, say):
+def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainState, resume: bool, say):
     """`(state, (epoch, batch_index))` to start from: the newest valid checkpoint's when resuming, else the given
     state at (0, 0) with the directory's previous metrics and checkpoints removed."""
     restored = manager.restore_latest(state) if resume else None
@@ -161,8 +161,7 @@ def _restore_or_start(run: RunFiles, manager: CheckpointManager, state: TrainSta
             # A fresh run replaces the run directory's previous run: its metrics, and its checkpoints, which would
             # otherwise outrank this run's by step number and be what a later resume picks up.
             run.clear_metrics()
-            for old_step in manager.steps():
-                checkpoint_path(manager.directory, old_step).unlink(missing_ok=True)
+            manager.delete_all()
         return state, (0, 0)
     restored_state, metadata, step = restored
     # back onto the devices (and shardings, e.g. replicated on a data mesh) the caller's state was placed on

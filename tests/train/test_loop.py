@@ -14,7 +14,7 @@ import pytest
 
 import toy_training
 from helpers import assert_trees_equal
-from rnnjax.train.checkpoint import CheckpointManager
+from rnnjax.train.checkpoint import CheckpointDirectory
 from rnnjax.train.loop import NonFiniteError, TrainerConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_run_directory(reference_run):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     first = metric_lines(run_dir)[0]
     assert {"split", "step", "epoch", "loss", "mae", "grad_norm", "skipped"} <= set(first)
-    assert sorted(CheckpointManager(run_dir / "checkpoints").steps()) == [16, 18]  # keep_checkpoints=2
+    assert sorted(CheckpointDirectory(run_dir / "checkpoints").steps()) == [16, 18]  # keep_checkpoints=2
 
 
 def test_plots_are_drawn(tmp_path):
@@ -81,14 +81,14 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(reference_run, tmp
     )
     checkpoints = tmp_path / "checkpoints"
     deadline = time.monotonic() + 120
-    while not (checkpoints.exists() and any(checkpoints.glob("checkpoint_*.npz"))):
+    while not CheckpointDirectory(checkpoints).steps():  # a committed step: orbax renames it complete
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    steps = CheckpointManager(checkpoints).steps()
+    steps = CheckpointDirectory(checkpoints).steps()
     assert steps and max(steps) < 18  # killed mid-run, after at least one checkpoint
     resumed, summary = toy_training.run(tmp_path)
     assert summary["steps"] == 18
@@ -100,8 +100,9 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(reference_run, tmp
 def test_a_truncated_latest_checkpoint_is_skipped(reference_run, tmp_path):
     _, reference_state, _ = reference_run
     toy_training.run(tmp_path, epochs=2)  # checkpoints at steps 8 and 12
-    latest = tmp_path / "checkpoints" / "checkpoint_000000012.npz"
-    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    latest = tmp_path / "checkpoints" / "checkpoint_000000012"
+    victim = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     with pytest.warns(RuntimeWarning, match="checkpoint_000000012"):
         resumed, summary = toy_training.run(tmp_path)  # falls back to step 8, trains on to 18
     assert summary["steps"] == 18
@@ -113,12 +114,12 @@ def test_repeated_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoin
     with pytest.raises(NonFiniteError, match="3 consecutive steps had a non-finite loss or gradient"):
         toy_training.run(tmp_path / "poisoned", poison_from=5, max_bad_steps=3, checkpoint_every=4)
     template = toy_training.make_state(0, toy_training.make_optimizer(toy_training.OptimizerConfig()))
-    state, _, step = CheckpointManager(tmp_path / "poisoned" / "checkpoints").restore_latest(template)
+    state, _, step = CheckpointDirectory(tmp_path / "poisoned" / "checkpoints").restore_latest(template)
     assert step == 6  # the end-of-epoch checkpoint, written after the skipped step 6
     assert int(state.skipped_steps) == 1
     # its params are those after step 5 of a clean run: the bad step changed nothing
     toy_training.run(tmp_path / "clean", epochs=1, checkpoint_every=5)
-    clean, _, clean_step = CheckpointManager(tmp_path / "clean" / "checkpoints").restore_latest(template)
+    clean, _, clean_step = CheckpointDirectory(tmp_path / "clean" / "checkpoints").restore_latest(template)
     assert clean_step == 6
     clean_5 = toy_training.checkpoint_params(tmp_path / "clean" / "checkpoints", 5, template)
     assert_trees_equal(state.params, clean_5)
@@ -167,5 +168,5 @@ def test_a_fresh_run_replaces_the_previous_run_in_its_directory(tmp_path):
     toy_training.run(tmp_path, epochs=3)  # checkpoints at 16 and 18
     state, summary = toy_training.run(tmp_path, epochs=1, resume=False)
     assert summary["steps"] == 6
-    assert CheckpointManager(tmp_path / "checkpoints").steps() == [4, 6]
+    assert CheckpointDirectory(tmp_path / "checkpoints").steps() == [4, 6]
     assert max(line["step"] for line in metric_lines(tmp_path)) == 6

@@ -32,7 +32,7 @@ def test_run_one_writes_a_complete_repeatable_run(tmp_path):
     run = tmp_path / "a"
     for name in ("config.json", "metrics.jsonl", "result.json", "vocabulary.json", "confusion_matrix.png"):
         assert (run / name).is_file(), name
-    assert list((run / "best").glob("checkpoint_*.npz"))
+    assert list((run / "best").glob("checkpoint_*"))
     assert result["train_shapes"] <= 2 and 0 <= result["best_epoch"] < 2
     assert np.sum(result["confusion_matrix"]) == 16
     valid = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
