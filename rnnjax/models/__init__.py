@@ -33,15 +33,44 @@ from rnnjax.models.revin import revin_denormalize
 from rnnjax.models.revin import revin_init
 from rnnjax.models.revin import revin_normalize
 
+# Sequence to sequence: attention, the encoder-decoder, a vector/grid-conditioned decoder, decoding.
+from rnnjax.models.attention import ATTENTIONS
+from rnnjax.models.attention import attend
+from rnnjax.models.attention import attention_init
+from rnnjax.models.attention import project_keys
+from rnnjax.models.decoder import DecoderCarry
+from rnnjax.models.decoder import DecoderCell
+from rnnjax.models.decoder import DecoderParams
+from rnnjax.models.seq2seq import BRIDGES
+from rnnjax.models.seq2seq import DecodeState
+from rnnjax.models.seq2seq import Seq2Seq
+from rnnjax.models.seq2seq import seq2seq_loss_fn
+from rnnjax.models.seq2seq import sequence_loss
+from rnnjax.models.captioner import CaptionDecoder
+from rnnjax.models.decoding import beam_search
+from rnnjax.models.decoding import greedy_decode
+from rnnjax.models.decoding import sample_decode
+
 __all__ = [
+    "ATTENTIONS",
+    "BRIDGES",
+    "CaptionDecoder",
+    "DecodeState",
+    "DecoderCarry",
+    "DecoderCell",
+    "DecoderParams",
     "DirectForecaster",
     "FrameClassifier",
     "FrameTagger",
     "LanguageModel",
     "POOLINGS",
-    "Seq2SeqForecaster",
     "SegmentForecaster",
+    "Seq2Seq",
+    "Seq2SeqForecaster",
     "SequenceClassifier",
+    "attend",
+    "attention_init",
+    "beam_search",
     "classification_loss_fn",
     "ctc_greedy_decode",
     "ctc_loss",
@@ -49,11 +78,16 @@ __all__ = [
     "ctc_prefix_beam_search",
     "edit_distance",
     "frame_classification_loss_fn",
+    "greedy_decode",
     "masked_pool",
+    "project_keys",
     "revin_denormalize",
     "revin_init",
     "revin_normalize",
     "sample",
+    "sample_decode",
+    "seq2seq_loss_fn",
+    "sequence_loss",
     "variational_dropout",
     "zaremba_loss",
 ]
