@@ -68,4 +68,4 @@ def test_ci_runs_the_readme_test_command():
     test_command = re.search(r"^(python -m pytest)\s+# tests", readme, flags=re.MULTILINE).group(1)
     ci_commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
                    if line.strip() and not line.strip().startswith("#")]
-    assert ci_commands[-1] == test_command
+    assert test_command in ci_commands  # as it stands: no flags, no paths (the docs build follows it)
