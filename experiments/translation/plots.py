@@ -20,8 +20,8 @@ def plot_attention(examples: Sequence[dict], path: str | pathlib.Path, title: st
     widths = [max(3.0, 0.38 * len(e["source"]) + 1.5) for e in examples]
     height = max(3.0, 0.38 * max(len(e["output"]) for e in examples) + 2.0)
     figure, axes = pyplot.subplots(1, len(examples), figsize=(sum(widths), height), squeeze=False,
-                                   gridspec_kw={"width_ratios": widths})
-    for axis, example in zip(axes[0], examples):
+                                   gridspec_kw={"width_ratios": widths, "wspace": 0.45})
+    for number, (axis, example) in enumerate(zip(axes[0], examples)):
         weights = np.asarray(example["attention"], np.float64)
         if weights.shape != (len(example["output"]), len(example["source"])):
             raise ValueError(f"attention has shape {weights.shape}, expected (output tokens, source tokens) = "
@@ -30,7 +30,8 @@ def plot_attention(examples: Sequence[dict], path: str | pathlib.Path, title: st
         axis.set_xticks(range(len(example["source"])), example["source"], rotation=70, ha="right", fontsize=8)
         axis.set_yticks(range(len(example["output"])), example["output"], fontsize=8)
         axis.set_xlabel("source")
-        axis.set_ylabel("output")
+        if number == 0:
+            axis.set_ylabel("output")
     figure.colorbar(image, ax=axes[0].tolist(), fraction=0.02, pad=0.01, label="attention weight")
     figure.suptitle(title, fontsize=9)
     figure.savefig(path, dpi=100, bbox_inches="tight")

@@ -1,0 +1,74 @@
+"""The translation experiment end to end on the offline CLDR dates (run directory, metrics, attention heat-map),
+the attention it draws equals the decoder's own, and its command line."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.translation import train as translation
+from experiments.translation.tokenisation import BOS, EOS
+from rnnjax.models import decoding
+from rnnjax.models.seq2seq import Seq2Seq
+
+
+def test_quick_run_writes_scores_translations_and_attention(tmp_path):
+    config = translation.Config(**translation.QUICK, run_dir=str(tmp_path / "run"), quiet=True,
+                                compilation_cache=False)
+    summary = translation.train(config)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "summary.json", "attention.png", "translations.test.txt",
+                 "vocabulary.source.json", "vocabulary.target.json"):
+        assert (run / name).is_file(), name
+    assert len((run / "translations.test.txt").read_text().splitlines()) == config.cldr_eval_pairs
+    result = summary["test"]["test"]
+    assert 0.0 <= result["sacrebleu"] <= 100.0 and "case:lc" in result["sacrebleu_signature"]
+    assert 0.0 <= result["tokenised_bleu"] <= 100.0 and result["perplexity"] > 1.0
+    assert len(result["examples"]) == 2 and result["decoder"] == "greedy"
+    valid = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
+    assert len(valid) == 1 and np.isfinite(valid[0]["val_perplexity"]) and summary["best_epoch"] == 0
+    assert json.loads((run / "summary.json").read_text())["test"]["test"]["sacrebleu"] == result["sacrebleu"]
+
+
+def test_drawn_attention_is_the_greedy_decoders_own():
+    model = Seq2Seq(src_vocab_size=12, tgt_vocab_size=10, embed_size=6, hidden_size=5, attention="additive")
+    params = model.init(jax.random.key(1))
+    sources = [[5, 6, 7, 8], [9, 4]]
+    src = np.zeros((2, 5), np.int32)
+    for row, source in enumerate(sources):
+        src[row, :len(source) + 1] = source + [EOS]
+    tokens, lengths, attention = decoding.greedy_decode(model, params, src, np.array([5, 3], np.int32), bos_id=BOS,
+                                                        eos_id=EOS, max_length=6)
+    outputs = [np.asarray(tokens)[row, :int(lengths[row])].tolist() for row in range(2)]
+    drawn = translation.output_attention(model, params, sources, outputs)
+    for row, weights in enumerate(drawn):
+        steps = min(len(weights), int(lengths[row]) + 1, 6)
+        np.testing.assert_allclose(weights[:steps], np.asarray(attention)[row, :steps, :len(sources[row]) + 1],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    plain = Seq2Seq(src_vocab_size=12, tgt_vocab_size=10, embed_size=6, hidden_size=5, attention=None)
+    assert translation.output_attention(plain, plain.init(jax.random.key(1)), sources, outputs) is None
+
+
+def test_command_line(capsys):
+    config = translation.parse_config(["--preset", "bahdanau", "--src", "en", "--tgt", "de"])
+    assert (config.dataset, config.attention, config.hidden_size, config.src, config.tgt) == (
+        "multi30k", "additive", 512, "en", "de")
+    sutskever = translation.parse_config(["--preset", "sutskever"])
+    assert (sutskever.encoder_cell, sutskever.num_layers, sutskever.attention) == ("lstm", 2, "none")
+    assert translation.parse_config(["--quick"]).cldr_train_pairs == 96
+    for argv, message in ((["--no-such-flag", "1"], "unrecognized arguments"),
+                          (["--attention", "luong"], "--attention must be one of"),
+                          (["--src", "en"], "--src and --tgt are both 'en'"),
+                          (["--dataset", "multi30k", "--src", "cs"], "--src must be one of en, de, fr for Multi30k"),
+                          (["--dataset", "multi30k", "--test-splits", "test_2019"], "no split 'test_2019'"),
+                          (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+                          (["--src", "zz_QQ"], "--src language 'zz_QQ' is not a CLDR locale"),
+                          (["--encoder-cell", "tree"], "--encoder-cell must be one of"),
+                          (["--attention", "dot"], "pass --no-bidirectional"),
+                          (["--bridge", "final", "--decoder-cell", "lstm"], "--decoder-cell must match")):
+        with pytest.raises(SystemExit) as exit_info:
+            translation.parse_config(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
