@@ -75,3 +75,16 @@ def test_command_line(capsys):
         with pytest.raises(SystemExit) as exit_info:
             sentiment.parse_config(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_short_epochs_cover_every_example_once_per_pass():
+    assert sentiment.epoch_examples(10, 0, seed=1, epoch=3).tolist() == list(range(10))
+    passes = [[sentiment.epoch_examples(10, 4, seed=1, epoch=e) for e in range(p * 3, p * 3 + 3)] for p in (0, 1)]
+    for slices in passes:  # ceil(10 / 4) = 3 epochs per pass: 4 + 4 + 2 examples, disjoint
+        assert [len(s) for s in slices] == [4, 4, 2]
+        assert sorted(np.concatenate(slices).tolist()) == list(range(10))
+    assert passes[0][0].tolist() != passes[1][0].tolist()  # a new order every pass
+    assert sentiment.epoch_examples(10, 4, seed=1, epoch=4).tolist() == passes[1][1].tolist()  # repeatable
+    fine = sentiment.parse_config(["--preset", "sst5-trees"])  # the README's measured settings
+    assert (fine.dataset, fine.hidden_size, fine.epoch_size, fine.epochs) == ("sst5_trees", 100, 20_000, 8)
+    assert sentiment.parse_config(["--preset", "sst2-trees"]).dataset == "sst2_trees"
