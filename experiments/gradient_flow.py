@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import pathlib
 import time
@@ -642,11 +641,7 @@ def parse_config(argv=None) -> Config:
 
 
 def main(argv=None) -> dict:
-    config = parse_config(argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
-    print(json.dumps({"config": dataclasses.asdict(config), "cells": list(config.cell_names),
-                      "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}))
-    return run(config)
+    return cli.run_main(argv, parse_config, run, trains=False)  # a sweep of its own, not through fit
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ under `jit`, a run directory with metrics, plots and a final checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import jax
@@ -27,6 +26,8 @@ from experiments import cli
 from rnnjax import _checks
 
 TRIVIAL_MSE = 1.0 / 6.0  # variance of U(0,1) + U(0,1): the error of always predicting the mean, 1
+QUICK = dict(steps=20, time=10, hidden_size=8, batch_size=8, test_size=64, log_every=5,
+             run_dir="runs/quickstart_quick")  # seconds: the smoke run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,16 +102,16 @@ def run(config: Config, print_fn=print) -> dict:
     test_xs, test_targets = adding_problem(test_key, config.test_size, config.time)
 
     def evaluate(params):
-        return {"mse": jax.jit(lambda p: rnnjax.mean_squared_error(predict(p, test_xs), test_targets))(params)}
+        return {"test_mse": jax.jit(lambda p: rnnjax.mean_squared_error(predict(p, test_xs), test_targets))(params)}
 
     trainer = rnnjax.train.TrainerConfig(run_dir=config.run_dir, num_epochs=1, log_every=config.log_every,
                                    checkpoint_every=config.steps, quiet=config.quiet, plots=not config.quiet)
     start = time.perf_counter()
-    state, run_summary = rnnjax.train.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer),
+    state, run_summary = cli.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer),
                                           train_batches, evaluate=evaluate, run_config=dataclasses.asdict(config),
                                           tokens_per_batch=config.batch_size * config.time, resume=config.resume,
                                           steps_per_epoch=config.steps)
-    test_mse = run_summary["valid"]["mse"]
+    test_mse = run_summary["valid"]["test_mse"]  # held-out sequences, logged as the epoch's evaluation
     summary = {
         "test_mse": test_mse,
         "trivial_mse": TRIVIAL_MSE,
@@ -119,7 +120,7 @@ def run(config: Config, print_fn=print) -> dict:
         "seconds": round(time.perf_counter() - start, 1),
         "run_dir": config.run_dir,
     }
-    print_fn(json.dumps(summary))
+    cli.print_table(summary, title="result", print_fn=print_fn)
     return summary
 
 
@@ -140,15 +141,12 @@ def validate(config: Config) -> None:
 def parse_config(argv=None) -> Config:
     """A `Config` from `--field value` flags, validated (`validate`); an unknown flag or a bad value exits with
     status 2 and one line naming the flag."""
-    return cli.parse_config_flags(Config, argv, __doc__.split("\n\n")[0], validate=validate,
-                                  exit_on_error=True)
+    return cli.parse_config_flags(Config, argv, __doc__.split("\n\n")[0], quick=QUICK, validate=validate,
+                                  exit_on_error=True, choices={"mode": rnnjax.MODES}, run_flags=True)
 
 
 def main(argv=None) -> dict:
-    config = parse_config(argv)
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(device) for device in jax.devices()]}))
-    return run(config)
+    return cli.run_main(argv, parse_config, run)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Helpers shared by the test modules: fast XLA compile options for tiny programs, pytree comparisons, and
 random pytrees. (The tests directory is on `sys.path`, so `from helpers import ...` works in every test file.)"""
 
+import struct
+
 import chex
 import jax
 import numpy as np
@@ -39,3 +41,21 @@ def random_like(tree, seed: int):
     """A float32 pytree shaped like `tree` with non-zero leaves (a non-zero initial carry makes masking visible)."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda leaf: (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32), tree)
+
+
+def read_scalars(log_dir) -> dict:
+    """`{tag: [(step, value), ...]}` from the TFRecord-framed event files (length u64, crc, data, crc)."""
+    import pytest
+
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    scalars = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 
@@ -88,6 +87,9 @@ class Config:
     resume: bool = False  # continue the run in run_dir from its newest checkpoint
     quiet: bool = False  # no progress bar
 
+
+QUICK = dict(dataset="co2", lookback=16, horizon=4, patch_length=4, hidden_size=4, epochs=2, max_steps_per_epoch=3,
+             batch_size=8, eval_batch_size=512, log_every=1, run_dir="runs/forecasting_quick")
 
 # Published configurations: the look-back each comparison uses (DLinear: L = 336; Informer: L = 96 in its
 # long-horizon protocol). Flags override preset values.
@@ -377,7 +379,7 @@ def train(config: Config) -> dict:
     trainer = rnnjax.train.TrainerConfig(run_dir=str(run_dir), num_epochs=config.epochs, log_every=config.log_every,
                                    checkpoint_every=max(steps_per_epoch, 1), quiet=config.quiet)
     train_started = time.perf_counter()
-    state, summary = rnnjax.train.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer), train_batches,
+    state, summary = cli.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer), train_batches,
                                       evaluate=evaluate, run_config=run_config, resume=config.resume,
                                       steps_per_epoch=steps_per_epoch)
     train_seconds = time.perf_counter() - train_started
@@ -406,7 +408,7 @@ def train(config: Config) -> dict:
     write_json_atomic(run_dir / "results.json", report)
     plot_results(run_dir, data, config, model_predictions, baseline_predictions, results)
     print(format_table(report))
-    print(json.dumps({k: v for k, v in report.items() if k != "test_by_step"}))
+    cli.print_table({k: v for k, v in report.items() if k not in ("test_by_step", "test")}, title="result")
     return report
 
 
@@ -489,16 +491,13 @@ def validate(config: Config) -> None:
 def parse_config(argv=None) -> Config:
     """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
     and one line naming its flag."""
-    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
-                              exit_on_error=True)
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
+                              validate=validate, exit_on_error=True, run_flags=True,
+                              choices={"dataset": tuple(SERIES), "fill": ("",) + tuple(FILLS)})
 
 
 def main(argv=None) -> dict:
-    config = parse_config(argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
-    return train(config)
+    return cli.run_main(argv, parse_config, train)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import functools
 import json
 import math
 import pathlib
-import sys
 import time
 
 import jax
@@ -87,6 +86,11 @@ PRESETS = {
                              embedding_size=128, dropout_rate=0.2, optimizer="adam", learning_rate=2e-3,
                              num_steps=100, batch_size=32, epochs=10, max_grad_norm=5.0),
 }
+
+
+QUICK = dict(hidden_size=16, embedding_size=8, num_layers=1, epochs=1, max_steps_per_epoch=4, batch_size=8,
+             num_steps=16, log_every=2, sample_length=20, eval_num_steps=400, run_dir="runs/lm_quick")
+SUBCOMMANDS = {"sample": "sample text from a finished run: sample --run DIR --prime TEXT --length N --temperature T"}
 
 
 def tokenizer_for(level: str):
@@ -181,7 +185,7 @@ def train(config: Config) -> dict:
                                    checkpoint_every=max(steps_per_epoch, 1), quiet=config.quiet, perplexity=True)
     start = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(make_loss_fn(model, config.sum_loss_over_steps), optimizer)
-    state, summary = rnnjax.train.fit(trainer, state, train_step, train_batches, evaluate=evaluate,
+    state, summary = cli.fit(trainer, state, train_step, train_batches, evaluate=evaluate,
                                       initial_carry=lambda: model.initial_carry(config.batch_size),
                                       run_config=run_config, tokens_per_batch=config.batch_size * config.num_steps,
                                       resume=config.resume, steps_per_epoch=steps_per_epoch)
@@ -195,7 +199,7 @@ def train(config: Config) -> dict:
                                temperature=config.temperature, top_k=config.top_k or None, seed=config.seed)
         result["sample"] = sample_text
         print("--- sample ---\n" + sample_text + "\n--------------")
-    print(json.dumps({k: v for k, v in result.items() if k != "sample"}))
+    cli.print_table({k: v for k, v in result.items() if k != "sample"}, title="result")
     print(f"run directory: {run_dir} (config.json, vocabulary.json, metrics.jsonl, plots/, checkpoints/)")
     return result
 
@@ -288,19 +292,13 @@ def validate(config: Config) -> None:
 def parse_config(argv=None) -> Config:
     """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
     and one line naming its flag."""
-    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
-                              exit_on_error=True)
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
+                              validate=validate, exit_on_error=True, run_flags=True, subcommands=SUBCOMMANDS,
+                              choices={"corpus": tuple(CORPORA), "level": ("char", "word")})
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "sample":
-        return sample_command(argv[1:])
-    config = parse_config(argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
-    return train(config)
+    return cli.run_main(argv, parse_config, train, subcommands={"sample": sample_command})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import pathlib
 import statistics
-import sys
 import time
 
 import jax
@@ -87,6 +86,8 @@ class Config:
 
 
 TOKENIZER = {"vader": "chars", "uci": "words", "imdb": "words"}  # others are pre-tokenized: whitespace
+QUICK = dict(dataset="vader", embedding_size=8, hidden_size=8, batch_size=32, epochs=1, epoch_size=256,
+             max_folds=1, log_every=4, compilation_cache=False, run_dir="runs/sentiment_quick")
 
 # Settings in the range of Kim (2014) and Tai et al. (2015) for sentence-level SST and MR.
 _SENTENCES = dict(embedding_size=300, hidden_size=150, pooling="max", dropout_rate=0.5, input_dropout_rate=0.5,
@@ -240,7 +241,7 @@ def run_one(config: Config, train, dev, test, seed: int, run_dir: pathlib.Path, 
                                    quiet=config.quiet)
     started = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(classification_loss_fn(model), optimizer)
-    state, summary = rnnjax.train.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
+    state, summary = cli.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
                                       run_config=run_config, resume=False, steps_per_epoch=steps_per_epoch)
     seconds = time.perf_counter() - started
     predicted, labels = predict(model, best["params"], eval_batches["test"])
@@ -254,7 +255,7 @@ def run_one(config: Config, train, dev, test, seed: int, run_dir: pathlib.Path, 
     write_json_atomic(run_dir / "result.json", result)
     plot_confusion(matrix, train.label_names, run_dir / "confusion_matrix.png",
                    f"{config.dataset} test, seed {seed}: acc {result['test_accuracy']:.3f}")
-    print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}))
+    cli.print_table({k: v for k, v in result.items() if k != "confusion_matrix"}, title=f"result: {run_dir.name}")
     return result
 
 
@@ -302,8 +303,8 @@ def train(config: Config) -> dict:
     accuracy = summary["test_accuracy"]
     plot_confusion(matrix, dataset.train.label_names, run_dir / "confusion_matrix.png",
                    f"{config.dataset} test, {len(results)} runs: acc {accuracy['mean']:.3f} ± {accuracy['std']:.3f}")
-    print(json.dumps({k: summary[k] for k in ("test_accuracy", "dev_accuracy", "train_shapes_per_epoch",
-                                              "wall_seconds")}))
+    cli.print_table({k: summary[k] for k in ("test_accuracy", "dev_accuracy", "train_shapes_per_epoch",
+                                             "wall_seconds")}, title="summary")
     print(f"run directory: {run_dir} (summary.json, confusion_matrix.png, one subdirectory per run)")
     return summary
 
@@ -331,7 +332,7 @@ def summarize_command(argv) -> dict:
                    f"{saved['config']['dataset']} test, {len(results)} runs: acc {accuracy['mean']:.3f} "
                    f"± {accuracy['std']:.3f}")
     write_json_atomic(run_dir / "summary_finished.json", summary)
-    print(json.dumps(summary))
+    cli.print_table({k: v for k, v in summary.items() if k != "confusion_matrix"}, title="summary of finished runs")
     return summary
 
 
@@ -360,23 +361,23 @@ def validate(config: Config) -> None:
 def parse_config(argv=None) -> Config:
     """A `Config` from a preset and `--field value` flags, validated (`validate`); a bad value exits with status 2
     and one line naming its flag."""
-    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, validate=validate,
-                              exit_on_error=True)
+    return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
+                              validate=validate, exit_on_error=True, run_flags=True,
+                              choices={"dataset": sentiment_data.DATASETS, "tokenizer": TOKENIZERS},
+                              subcommands={"summarize": "mean/std over the finished runs of a directory: summarize "
+                                                        "--run DIR"})
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "summarize":
-        return summarize_command(argv[1:])
-    config = parse_config(argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
+    return cli.run_main(argv, parse_config, _cached_train, subcommands={"summarize": summarize_command})
+
+
+def _cached_train(config: Config):
     if config.compilation_cache:
         # Each run's jitted step is a new closure with the same program; the persistent cache recognises the
         # program, so only the first seed/fold pays the compile (identical executables: results are unchanged).
         jax.config.update("jax_compilation_cache_dir", str(datafiles.cache_dir() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
     return train(config)
 
 

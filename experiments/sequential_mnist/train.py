@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -293,7 +292,7 @@ def run_cell(config: Config, cell: str, splits: Splits, permutation, run_dir: pa
                                          checkpoint_every=total_steps + 1, keep_checkpoints=1, quiet=config.quiet)
     started = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(rnnjax.models.frame_classification_loss_fn(model), optimizer)
-    state, summary = rnnjax.train.fit(trainer, state, train_step, batches, evaluate=validate, run_config=run_config,
+    state, summary = cli.fit(trainer, state, train_step, batches, evaluate=validate, run_config=run_config,
                                       resume=False, steps_per_epoch=steps_per_epoch)
     seconds = time.perf_counter() - started
     test_accuracy = evaluate(config, model, best["params"], splits.test_images, splits.test_labels, permutation)
@@ -308,7 +307,7 @@ def run_cell(config: Config, cell: str, splits: Splits, permutation, run_dir: pa
                                     "first_over_last_trained": float(trained[0] / trained[-1]),
                                     "reach_init": gradient_reach(at_init), "reach_trained": gradient_reach(trained)}
     write_json_atomic(run_dir / "result.json", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "gradient_norms"}))
+    cli.print_table({k: v for k, v in result.items() if k != "gradient_norms"}, title=f"result: {cell}")
     return result
 
 
@@ -385,15 +384,12 @@ def validate(config: Config) -> None:
 
 def parse_config(argv=None) -> Config:
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
-                              validate=validate, exit_on_error=True)
+                              validate=validate, exit_on_error=True, run_flags=True,
+                              choices={"task": TASKS, "cells": tuple(CELLS), "schedule": ("cosine", "constant")})
 
 
 def main(argv=None):
-    config = parse_config(sys.argv[1:] if argv is None else argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
-    return train(config)
+    return cli.run_main(argv, parse_config, train)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import statistics
-import sys
 import time
 
 import jax
@@ -322,7 +320,7 @@ def run_one(config: Config, dataset: fsdd.FSDD, name: str, split: dict, run_dir:
     data_seconds = time.perf_counter() - started_data
     started = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(loss_fn, optimizer)
-    state, summary = rnnjax.train.fit(trainer, state, train_step, train_batches, evaluate=evaluate,
+    state, summary = cli.fit(trainer, state, train_step, train_batches, evaluate=evaluate,
                                       run_config=run_config, resume=False, steps_per_epoch=steps_per_epoch)
     seconds = time.perf_counter() - started
     predictions = predict(model, best["params"], eval_batches["test"],
@@ -340,7 +338,7 @@ def run_one(config: Config, dataset: fsdd.FSDD, name: str, split: dict, run_dir:
                    "beam_size": config.beam_size}
         plot_posteriors(config, examples["test"], predictions, normalizer, run_dir / "ctc_posteriors.png")
     write_json_atomic(run_dir / "result.json", result)
-    print(json.dumps(result))
+    cli.print_table(result, title=f"result: {run_dir.name}")
     return result
 
 
@@ -405,7 +403,7 @@ def train(config: Config) -> dict:
             for metric in ("digit_error_rate", "string_accuracy"):
                 summary[f"test_{decoder}_{metric}"] = _mean_std([r[f"test_{decoder}"][metric] for r in results])
     write_json_atomic(run_dir / "summary.json", summary)
-    print(json.dumps({k: v for k, v in summary.items() if k.startswith("test_") or k == "wall_seconds"}))
+    cli.print_table({k: v for k, v in summary.items() if k.startswith("test_") or k == "wall_seconds"}, title="summary")
     print(f"run directory: {run_dir} (summary.json, one subdirectory per run)")
     return summary
 
@@ -419,15 +417,12 @@ def validate(config: Config) -> None:
 
 def parse_config(argv=None) -> Config:
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
-                              validate=validate, exit_on_error=True)
+                              validate=validate, exit_on_error=True, run_flags=True,
+                              choices={"task": TASKS, "protocol": PROTOCOLS, "schedule": ("cosine", "constant")})
 
 
 def main(argv=None):
-    config = parse_config(sys.argv[1:] if argv is None else argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
-    return train(config)
+    return cli.run_main(argv, parse_config, train)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from rnnjax.train.loop import NonFiniteError
 from rnnjax.train.loop import TrainerConfig
 from rnnjax.train.loop import fit
 
-# The run directory's files: written atomically; a failed write raises RunFileWriteError naming the file.
+# The run directory's files: written atomically (RunFileWriteError names a failed one); a previous run is never
+# replaced silently (PreviousRunError).
+from rnnjax.train.run_files import PreviousRunError
 from rnnjax.train.run_files import RunFileWriteError
 
 # Metric writers beside metrics.jsonl.
@@ -52,6 +54,7 @@ __all__ = [
     "CorruptCheckpointError",
     "NonFiniteError",
     "OptimizerConfig",
+    "PreviousRunError",
     "RunFileWriteError",
     "TensorBoardWriter",
     "TrainState",

@@ -23,7 +23,7 @@ import jax
 
 from rnnjax import _checks
 from rnnjax.train.checkpoint import CheckpointDirectory
-from rnnjax.train.run_files import RunFiles, is_writer
+from rnnjax.train.run_files import PreviousRunError, RunFiles, is_writer, previous_run
 from rnnjax.train.step import TrainState, accumulate_metrics, distinct_buffers, summarize_metrics, zeros_like_metrics
 from rnnjax.train.writers import CSVWriter, TensorBoardWriter
 
@@ -89,6 +89,7 @@ def fit(
     run_config: dict | None = None,
     tokens_per_batch: int | None = None,
     resume: bool = True,
+    overwrite: bool = False,
     place_batch: Callable[[Any], Any] | None = None,
     steps_per_epoch: int | None = None,
     writers: tuple = (),
@@ -103,14 +104,23 @@ def fit(
       initial_carry: `() -> carry`; the truncated-BPTT carry is reset to it at the start of every epoch.
       run_config: the experiment's own config, written to config.json and stored in every checkpoint.
       tokens_per_batch: for the tokens/s figure (default: not reported).
-      resume: continue from the newest valid checkpoint in `run_dir/checkpoints` if there is one; False starts
-        over, replacing the directory's previous metrics and checkpoints.
+      resume: continue from the newest valid checkpoint in `run_dir/checkpoints` if there is one (a new or empty
+        `run_dir` starts at step 0).
+      overwrite: start over in a `run_dir` that holds a previous run (`run_files.RUN_MARKERS`), deleting its
+        config, metrics, summary, plots and checkpoints first; `resume` is then ignored. Without it a previous run
+        is never deleted: `PreviousRunError` (naming `resume=` and `overwrite=`) is raised, before anything is
+        written, when `resume` is False, or when it is True and no checkpoint can be restored (a run killed before
+        its first checkpoint, or whose checkpoints are all corrupt).
       place_batch: e.g. `lambda b: rnnjax.train.shard_batch(b, mesh)` for data parallelism.
       steps_per_epoch: batches per epoch, if known: gives the progress bar a total and an ETA.
       writers: metric writers (`rnnjax.train.writers`: `write(record)`, `close()`) that get every record
         `metrics.jsonl` gets, besides the ones `config.tensorboard` and `config.csv` add; closed at the end.
     """
     run_dir = pathlib.Path(config.run_dir)
+    manager = CheckpointDirectory(run_dir / "checkpoints", keep=config.keep_checkpoints)
+    say = (lambda text: None) if config.quiet else print
+    # Decided before anything is written (config.json included), so a refused call leaves the directory as it was.
+    state, (start_epoch, start_batch) = _restore_or_start(RunFiles(run_dir), manager, state, resume, overwrite, say)
     writers = tuple(writers)
     if config.tensorboard and is_writer():
         writers += (TensorBoardWriter(run_dir / "tensorboard"),)
@@ -121,9 +131,6 @@ def fit(
         full_config = {"run": run_config or {}, "trainer": {k: str(v) if isinstance(v, pathlib.Path) else v
                                                             for k, v in dataclasses.asdict(config).items()}}
         run.write_config(full_config)
-        manager = CheckpointDirectory(run.path / "checkpoints", keep=config.keep_checkpoints)
-        say = (lambda text: None) if config.quiet else print
-        state, (start_epoch, start_batch) = _restore_or_start(run, manager, state, resume, say)
         epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
         started = time.perf_counter()
         with _progress_bar(config, epochs.host_step, steps_per_epoch) as epochs.progress:
@@ -152,16 +159,26 @@ def fit(
         return state, summary
 
 
-def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainState, resume: bool, say):
-    """`(state, (epoch, batch_index))` to start from: the newest valid checkpoint's when resuming, else the given
-    state at (0, 0) with the directory's previous metrics and checkpoints removed."""
-    restored = manager.restore_latest(state) if resume else None
-    if restored is None:
-        if is_writer():
-            # A fresh run replaces the run directory's previous run: its metrics, and its checkpoints, which would
-            # otherwise outrank this run's by step number and be what a later resume picks up.
-            run.clear_metrics()
+def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainState, resume: bool,
+                      overwrite: bool, say):
+    """`(state, (epoch, batch_index))` to start from: the newest valid checkpoint's when resuming, the given state
+    at (0, 0) in a new directory or (its previous run deleted) with `overwrite`; else `PreviousRunError`."""
+    previous = previous_run(run.path)
+    if overwrite:
+        if previous and is_writer():
+            # Its checkpoints would otherwise outrank this run's by step number and be what a later resume picks.
+            run.remove_previous_run()
             manager.delete_all()
+            say(f"overwrite: deleted the previous run in {run.path} ({', '.join(previous)})")
+        return state, (0, 0)
+    restored = manager.restore_latest(state) if resume and manager.steps() else None
+    if restored is None:
+        if previous:
+            reason = ("it has no checkpoint that can be restored" if resume else "resume=False was passed")
+            raise PreviousRunError(
+                f"run_dir {str(run.path)!r} holds a previous run ({', '.join(previous)}) and {reason}; pass "
+                f"overwrite=True to delete it and start over{'' if resume else ', resume=True to continue it'}, "
+                f"or use another run_dir")
         return state, (0, 0)
     restored_state, metadata, step = restored
     # back onto the devices (and shardings, e.g. replicated on a data mesh) the caller's state was placed on
@@ -204,8 +221,8 @@ class _Epochs:
         self.metric_names = None
         self.sums = None
         self.interval_start, self.interval_steps = time.perf_counter(), 0
-        self.last_logged: dict = {}
-        self.last_valid: dict = {}
+        # A resumed run starts from what its metrics file last recorded (all of it, if it had already finished).
+        self.last_logged, self.last_valid = run.last_records()
 
         def step_and_accumulate(state, sums, batch):
             state, metrics = train_step(state, batch)

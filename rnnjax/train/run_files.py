@@ -34,6 +34,32 @@ class RunFileWriteError(OSError):
     content (if any) is intact."""
 
 
+class PreviousRunError(FileExistsError):
+    """`fit` was pointed at a run directory that holds a previous run, and was asked neither to resume it
+    (`resume=True`, which needs a checkpoint to resume from) nor to replace it (`overwrite=True`). Nothing in the
+    directory has been changed."""
+
+
+# What fit leaves in a run directory; any of them marks a previous run (vocabularies and other files an
+# experiment writes before training do not).
+RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def previous_run(path: str | os.PathLike) -> list[str]:
+    """The names of `RUN_MARKERS` present in `path` (`checkpoints` only when it holds anything): [] for a new or
+    empty directory."""
+    path = pathlib.Path(path)
+    found = []
+    for name in RUN_MARKERS:
+        marker = path / name
+        if name == "checkpoints" and marker.is_dir():
+            if any(marker.iterdir()):
+                found.append("checkpoints/")
+        elif marker.exists():
+            found.append(name)
+    return found
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes `text` to `path` atomically (module docstring); returns the path. The parent directory must exist.
     Raises `RunFileWriteError` naming `path` when anything fails (a full disk, a read-only directory, a directory
@@ -116,16 +142,37 @@ class RunFiles:
                 if line and json.loads(line).get("step", 0) <= last_step]
         write_text_atomic(self.metrics, "".join(line + "\n" for line in kept))
 
-    def clear_metrics(self) -> None:
-        if is_writer():
-            self.metrics.unlink(missing_ok=True)
+    def last_records(self) -> tuple[dict, dict]:
+        """The last "train" record and the metrics of the last "valid" record in `metrics.jsonl` ({} for none)."""
+        train, valid = {}, {}
+        if self.metrics.exists():
+            for line in self.metrics.read_text().splitlines():
+                record = json.loads(line) if line else {}
+                if record.get("split") == "train":
+                    train = record
+                elif record.get("split") == "valid":
+                    valid = {k: v for k, v in record.items() if k not in ("split", "step", "epoch")}
+        return train, valid
+
+    def remove_previous_run(self) -> None:
+        """`fit(..., overwrite=True)`: deletes what a previous run wrote here besides its checkpoints (which
+        `fit` deletes through the checkpoint directory): config, metrics (and their CSV and TensorBoard copies),
+        summary and plots. Other files (an experiment's vocabulary, results) are left alone."""
+        if not is_writer():
+            return
+        for name in ("config.json", "metrics.jsonl", "summary.json", "metrics.csv", "metrics.valid.csv"):
+            (self.path / name).unlink(missing_ok=True)
+        for pattern in ("tensorboard/events.out.tfevents.*", "plots/*.png"):
+            for old in self.path.glob(pattern):
+                old.unlink(missing_ok=True)
 
     def write_summary(self, summary: dict) -> None:
         if is_writer():
             write_json_atomic(self.path / "summary.json", summary)
 
     def plot(self) -> list[pathlib.Path]:
-        """One PNG per logged metric (train and valid overlaid) in `plots/`; [] without matplotlib (warned)."""
+        """One PNG per metric in `plots/` (`curves`: train, valid and test overlaid, a title, axis labels, markers
+        where a curve has few points); [] without matplotlib (warned)."""
         if not is_writer() or not self.metrics.exists():
             return []
         try:
@@ -136,18 +183,19 @@ class RunFiles:
             return []
         matplotlib.use("Agg")  # files only, no display
         from matplotlib import pyplot
+        from matplotlib.ticker import MaxNLocator
 
         records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
-        numeric = {k for r in records for k, v in r.items() if isinstance(v, (int, float))}
         written = []
         (self.path / "plots").mkdir(exist_ok=True)
-        for name in sorted(numeric - NOT_PLOTTED):
+        for name, lines in curves(records).items():
             figure, axes = pyplot.subplots(figsize=(6, 4))
-            for split in ("train", "valid"):
-                points = [(r["step"], r[name]) for r in records if r.get("split") == split and name in r]
-                if points:
-                    axes.plot(*zip(*points), marker="." if split == "valid" else None, label=split)
-            axes.set_xlabel("step")
+            for split, points in lines.items():
+                axes.plot(*zip(*points), marker="o" if len(points) <= _FEW_POINTS else None, markersize=4,
+                          label=split)
+            axes.set_title(f"{name}: {' and '.join(lines)}" + (f" ({self.path.name})" if self.path.name else ""))
+            axes.set_xlabel("training step")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
             axes.set_ylabel(name)
             if name == "grad_norm":
                 axes.set_yscale("log")  # vanishing and exploding gradients span orders of magnitude
@@ -158,6 +206,44 @@ class RunFiles:
             pyplot.close(figure)
             written.append(path)
         return written
+
+
+_FEW_POINTS = 30  # curves with at most this many points get a marker per point
+_SPLITS = ("train", "valid", "test", "dev")
+
+
+def curves(records: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """`{metric: {split: [(step, value), ...]}}` of the numeric metrics in `records` (not `NOT_PLOTTED`). A
+    metric's split is its record's `"split"`, unless its name starts with a split (`valid_loss` in a valid record,
+    `test_accuracy` in any): then the prefix is the split and the rest the metric, so `loss` (train) and
+    `valid_loss` share one plot, and a test metric is labelled test. Where training logs a `token_loss` (its
+    `loss` scaled for the optimizer, e.g. summed over steps), an evaluation's `loss` is a per-token loss and joins
+    that curve. A metric whose train curve repeats another's (`token_loss` equal to an unscaled `loss`) is one
+    plot: the one with more splits."""
+    found: dict[str, dict[str, list]] = {}
+    per_token = any(record.get("split", "train") == "train" and "token_loss" in record for record in records)
+    for record in records:
+        for key, value in record.items():
+            if key in NOT_PLOTTED or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            split, name = record.get("split", "train"), key
+            prefix, _, rest = key.partition("_")
+            if prefix in _SPLITS and rest:
+                if rest in NOT_PLOTTED:
+                    continue
+                split, name = prefix, rest
+            if per_token and name == "loss" and split != "train":
+                name = "token_loss"
+            found.setdefault(name, {}).setdefault(split, []).append((record["step"], value))
+    for name in sorted(found):
+        for other in sorted(found):
+            if (other != name and name in found and other in found and "train" in found[name]
+                    and found[name]["train"] == found[other].get("train")
+                    and (len(found[other]), other) > (len(found[name]), name)):
+                del found[name]
+    return {name: dict(sorted(lines.items(), key=lambda item: _SPLITS.index(item[0])
+                              if item[0] in _SPLITS else len(_SPLITS)))
+            for name, lines in sorted(found.items())}
 
 
 def is_writer() -> bool:

@@ -1,10 +1,12 @@
 """Every experiment's command line rejects a bad value before it touches data or disk: exit status 2, one line on
 stderr naming the flag the user typed, no traceback, no run directory."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
+from helpers import read_scalars
 
 from experiments import cli, gradient_flow, quickstart
 from experiments.forecasting import train as forecasting
@@ -108,3 +110,94 @@ def test_field_names_become_flags_as_whole_words_only():
         "--patch-length must divide --lookback, got --patch-length 5")
     assert cli.flag_message("max_grad_norm must be > 0 (grad clipping; lookbacks)", fields) == (
         "--max-grad-norm must be > 0 (--grad clipping; lookbacks)")
+
+
+TRAINING = {"language_modeling": language_modeling, "sentiment": sentiment, "forecasting": forecasting,
+            "quickstart": quickstart}
+
+
+def experiment_modules():
+    from experiments.sequential_mnist import train as sequential_mnist
+    from experiments.speech import train as speech
+
+    return TRAINING | {"sequential_mnist": sequential_mnist, "speech": speech}
+
+
+@pytest.mark.parametrize("name", ["language_modeling", "sentiment", "forecasting", "quickstart", "sequential_mnist",
+                                  "speech"])
+def test_help_shows_comments_defaults_choices_presets_subcommands_and_the_run_flags(name, capsys):
+    experiment = experiment_modules()[name]
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.parse_config(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with spaces collapsed
+    comments = cli.field_comments(experiment.Config)
+    assert set(comments) == {field.name for field in dataclasses.fields(experiment.Config)}  # one per field
+    assert f"--seed SEED {comments['seed']}; default: 0" in text
+    assert f"{comments['run_dir']}; default: '{experiment.Config().run_dir}'" in text
+    for flag_name in ("--quick", "--resume", "--overwrite", "--tensorboard", "--csv"):
+        assert flag_name in text
+    presets = getattr(experiment, "PRESETS", {})
+    if presets:
+        assert "presets (--preset NAME; flags given override them):" in text
+        assert all(f" {preset} " in text for preset in presets)
+    expected = {"language_modeling": "subcommands (their own --help): sample sample text from a finished run",
+                "sentiment": "subcommands (their own --help): summarize mean/std over the finished runs",
+                "quickstart": "--mode MODE \"lstm\" | \"gru\" | \"rnn_tanh\" | \"rnn_relu\"; choices: lstm, gru, "
+                              "rnn_tanh, rnn_relu; default: 'lstm'"}
+    if name in expected:
+        assert expected[name] in text
+
+
+def test_field_comments_read_continuation_lines():
+    comments = cli.field_comments(forecasting.Config)
+    assert comments["model"].startswith('"direct" (encoder -> dense head)') and '"segrnn"' in comments["model"]
+
+
+def test_a_previous_run_is_refused_before_any_data_loads(tmp_path, capsys, no_data):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"split": "train", "step": 1, "loss": 1.0}\n')
+    for experiment in TRAINING.values():
+        with pytest.raises(SystemExit) as exit_info:
+            experiment.main(["--run-dir", str(run_dir)])
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        line, = captured.err.splitlines()
+        assert captured.out == ""
+        assert (f"error: --run-dir '{run_dir}' holds a previous run (metrics.jsonl); pass --resume to continue it, "
+                f"--overwrite to delete it and start over, or another --run-dir") in line
+        with pytest.raises(SystemExit):
+            experiment.main(["--run-dir", str(run_dir), "--resume", "--overwrite"])
+        assert "--resume and --overwrite exclude each other" in capsys.readouterr().err
+    subrun = tmp_path / "multi" / "seed0"  # experiments with one run directory per seed/cell/fold
+    subrun.mkdir(parents=True)
+    (subrun / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        sentiment.main(["--run-dir", str(tmp_path / "multi")])
+    assert f"'{subrun}' holds a previous run (config.json)" in capsys.readouterr().err
+    assert (run_dir / "metrics.jsonl").read_text().count("\n") == 1  # untouched
+
+
+def test_overwrite_resume_tensorboard_and_csv_reach_fit(tmp_path, capsys):
+    """A tiny quickstart run with --tensorboard --csv: the event files hold the logged scalars; run again with
+    --overwrite it replaces the run, and with --resume it continues the finished one (no new steps)."""
+    run_dir = tmp_path / "run"
+    argv = ["--quick", "--quiet", "--run-dir", str(run_dir), "--tensorboard", "--csv"]
+    first = quickstart.main(argv)
+    scalars = read_scalars(run_dir / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [5, 10, 15, 20] and "valid/test_mse" in scalars
+    assert (run_dir / "metrics.csv").read_text().startswith("split,step,epoch,grad_norm,loss,")
+    again = quickstart.main(argv + ["--overwrite"])
+    assert again["test_mse"] == first["test_mse"]
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1  # the old events went too
+    resumed = quickstart.main(["--quick", "--quiet", "--run-dir", str(run_dir), "--resume"])
+    assert resumed["test_mse"] == first["test_mse"] and resumed["steps"] == first["steps"]
+
+
+def test_format_table_aligns_two_columns_and_flattens_nested_results():
+    table = cli.format_table({"test": {"model": {"mse": 0.123456789}}, "steps": 20, "rate": 1.0,
+                              "cells": ["lstm", "gru"], "long": list(range(100))}, title="result")
+    assert table.splitlines() == ["== result ==", "test.model.mse  0.123457", "steps           20",
+                                  "rate            1.0", 'cells           ["lstm", "gru"]',
+                                  "long            [100 values]"]

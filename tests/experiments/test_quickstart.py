@@ -1,5 +1,7 @@
 """The quickstart experiment: task construction, repeatability, and rejected configuration."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,10 +24,11 @@ def test_runs_are_bit_for_bit_repeatable_and_print_the_config(capsys, tmp_path):
             "--log-every", "1", "--mode", "gru", "--quiet", "--run-dir", str(tmp_path / "run")]
     first = quickstart.main(argv)
     output = capsys.readouterr().out
-    assert '"mode": "gru"' in output and '"seed": 0' in output
-    second = quickstart.main(argv)
+    assert re.search(r"^== config ==$", output, re.M) and re.search(r"^mode +gru$", output, re.M)
+    assert re.search(r"^seed +0$", output, re.M) and re.search(r"^== result ==\ntest_mse +0\.\d+$", output, re.M)
+    second = quickstart.main(argv + ["--overwrite"])  # the same run directory: replaced, never silently
     assert first["test_mse"] == second["test_mse"]
-    third = quickstart.main(argv + ["--seed", "1"])
+    third = quickstart.main(argv + ["--seed", "1", "--overwrite"])
     assert third["test_mse"] != first["test_mse"]
     assert first["steps"] == 3 and (tmp_path / "run" / "metrics.jsonl").exists()
 

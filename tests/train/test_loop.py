@@ -4,6 +4,7 @@ SIGKILL and a corrupted checkpoint, it stops on repeated NaNs, and it writes the
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import toy_training
 from helpers import assert_trees_equal
 from rnnjax.train.checkpoint import CheckpointDirectory
 from rnnjax.train.loop import NonFiniteError, TrainerConfig
+from rnnjax.train.run_files import PreviousRunError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMING_FIELDS = ("steps_per_second", "tokens_per_second")
@@ -164,9 +166,31 @@ def test_an_empty_batch_is_a_clear_error_before_compilation(tmp_path):
     assert not compiled
 
 
-def test_a_fresh_run_replaces_the_previous_run_in_its_directory(tmp_path):
+def directory_contents(path):
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(pathlib.Path(path).rglob("*")) if f.is_file()}
+
+
+def test_a_previous_run_is_never_deleted_unless_overwrite_is_asked(tmp_path):
+    _, summary = toy_training.run(tmp_path, epochs=1)
+    before = directory_contents(tmp_path)
+    _, resumed = toy_training.run(tmp_path, epochs=1)  # resume=True of a finished run: nothing to do
+    assert resumed["steps"] == summary["steps"] and resumed["train"] == summary["train"]  # its last metrics
+    assert directory_contents(tmp_path)["metrics.jsonl"] == before["metrics.jsonl"]
+    before = directory_contents(tmp_path)
+    with pytest.raises(PreviousRunError, match=r"holds a previous run \(config.json, metrics.jsonl, summary.json, "
+                                               r"checkpoints/\) and resume=False was passed; pass overwrite=True "
+                                               r"to delete it and start over, resume=True to continue it"):
+        toy_training.run(tmp_path, epochs=1, resume=False)
+    assert directory_contents(tmp_path) == before  # nothing written, not even config.json
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before its first checkpoint
+    with pytest.raises(PreviousRunError, match=r"it has no checkpoint that can be restored; pass overwrite=True"):
+        toy_training.run(tmp_path, epochs=1, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
+
+
+def test_overwrite_replaces_the_previous_run_in_its_directory(tmp_path):
     toy_training.run(tmp_path, epochs=3)  # checkpoints at 16 and 18
-    state, summary = toy_training.run(tmp_path, epochs=1, resume=False)
+    state, summary = toy_training.run(tmp_path, epochs=1, overwrite=True)
     assert summary["steps"] == 6
     assert CheckpointDirectory(tmp_path / "checkpoints").steps() == [4, 6]
     assert max(line["step"] for line in metric_lines(tmp_path)) == 6

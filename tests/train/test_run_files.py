@@ -91,3 +91,41 @@ def test_the_errors_users_catch_are_exported_from_rnnjax_train():
     for name in ("CheckpointError", "CorruptCheckpointError", "CheckpointWriteError"):
         assert getattr(rnnjax.train, name) is getattr(checkpoint, name) and name in rnnjax.train.__all__
     assert issubclass(rnnjax.train.CorruptCheckpointError, rnnjax.train.CheckpointError)
+
+
+def test_one_plot_per_metric_with_every_split_overlaid(tmp_path, monkeypatch):
+    (tmp_path / "lm").mkdir()
+    run = RunFiles(tmp_path / "lm")
+    for step in (1, 2, 3, 4):
+        run.append_metrics({"split": "train", "step": step, "epoch": 0, "loss": 2.0 / step, "perplexity": 9.0})
+    run.append_metrics({"split": "valid", "step": 4, "epoch": 0, "valid_loss": 0.9, "valid_perplexity": 2.5,
+                        "test_accuracy": 0.7})
+    assert run_files.curves([json.loads(line) for line in run.metrics.read_text().splitlines()]) == {
+        "accuracy": {"test": [(4, 0.7)]},
+        "loss": {"train": [(1, 2.0), (2, 1.0), (3, 2.0 / 3), (4, 0.5)], "valid": [(4, 0.9)]},
+    }
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    figures = []
+    real_subplots, real_close = pyplot.subplots, pyplot.close
+    monkeypatch.setattr(pyplot, "subplots", lambda *a, **k: figures.append(real_subplots(*a, **k)) or figures[-1])
+    monkeypatch.setattr(pyplot, "close", lambda figure: None)  # keep them to look at
+    written = run.plot()
+    monkeypatch.undo()
+    assert sorted(path.name for path in written) == ["accuracy.png", "loss.png"]  # no valid_loss.png twin
+    axes = {figure.axes[0].get_ylabel(): figure.axes[0] for figure, _ in figures}
+    loss = axes["loss"]
+    assert loss.get_title() == "loss: train and valid (lm)" and loss.get_xlabel() == "training step"
+    assert [line.get_label() for line in loss.get_lines()] == ["train", "valid"]
+    assert all(line.get_marker() == "o" for line in loss.get_lines())  # few points: each one marked
+    assert [line.get_label() for line in axes["accuracy"].get_lines()] == ["test"]
+    for figure, _ in figures:
+        real_close(figure)
+
+
+def test_a_scaled_training_loss_keeps_its_own_plot_and_evaluations_join_the_per_token_curve():
+    train = [{"split": "train", "step": s, "loss": 20.0 / s, "token_loss": 1.0 / s} for s in (1, 2)]
+    valid = [{"split": "valid", "step": 2, "valid_loss": 0.7}]
+    assert run_files.curves(train + valid) == {"loss": {"train": [(1, 20.0), (2, 10.0)]},
+                                                "token_loss": {"train": [(1, 1.0), (2, 0.5)], "valid": [(2, 0.7)]}}
+    unscaled = [{"split": "train", "step": s, "loss": 1.0 / s, "token_loss": 1.0 / s} for s in (1, 2)]
+    assert list(run_files.curves(unscaled + valid)) == ["token_loss"]  # loss repeated it: one plot, not two

@@ -2,31 +2,15 @@
 CSV rows per split."""
 
 import csv
-import struct
 
 import jax
 import optax
 import pytest
 
 import toy_training
+from helpers import read_scalars
 from rnnjax.train import TrainerConfig
 from rnnjax.train.writers import CSVWriter, TensorBoardWriter
-
-
-def read_scalars(log_dir) -> dict:
-    """`{tag: [(step, value), ...]}` from the TFRecord-framed event files (length u64, crc, data, crc)."""
-    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
-    scalars = {}
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 def test_tensorboard_writer_round_trip(tmp_path):

@@ -66,7 +66,7 @@ def checkpoint_params(directory, step: int, template):
 
 
 def run(run_dir, *, seed=0, epochs=3, checkpoint_every=4, log_every=2, sleep=0.0, poison_from=-1, max_bad_steps=3,
-        resume=True, place_batch=None, state_transform=None):
+        resume=True, overwrite=False, place_batch=None, state_transform=None):
     optimizer = make_optimizer(OptimizerConfig(optimizer="adam", learning_rate=1e-2, max_grad_norm=1.0))
     state = make_state(seed, optimizer)
     if state_transform is not None:
@@ -77,7 +77,8 @@ def run(run_dir, *, seed=0, epochs=3, checkpoint_every=4, log_every=2, sleep=0.0
     return fit(config, state, train_step_fn(loss_fn, optimizer),
                lambda epoch: batches(seed, epoch, poison_from, sleep),
                initial_carry=lambda: MODEL.initial_carry(BATCH), run_config={"seed": seed, "toy": True},
-               tokens_per_batch=BATCH * TIME, resume=resume, place_batch=place_batch)
+               tokens_per_batch=BATCH * TIME, resume=resume, overwrite=overwrite,
+               place_batch=place_batch)
 
 
 def main():
