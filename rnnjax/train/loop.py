@@ -117,7 +117,8 @@ def fit(
         `metrics.jsonl` gets, besides the ones `config.tensorboard` and `config.csv` add; closed at the end.
     """
     run_dir = pathlib.Path(config.run_dir)
-    manager = CheckpointDirectory(run_dir / "checkpoints", keep=config.keep_checkpoints)
+    # absolute: orbax refuses relative checkpoint paths, and run_dir is usually given relative (runs/lm)
+    manager = CheckpointDirectory((run_dir / "checkpoints").absolute(), keep=config.keep_checkpoints)
     say = (lambda text: None) if config.quiet else print
     # Decided before anything is written (config.json included), so a refused call leaves the directory as it was.
     state, (start_epoch, start_batch) = _restore_or_start(RunFiles(run_dir), manager, state, resume, overwrite, say)

@@ -194,3 +194,9 @@ def test_overwrite_replaces_the_previous_run_in_its_directory(tmp_path):
     assert summary["steps"] == 6
     assert CheckpointDirectory(tmp_path / "checkpoints").steps() == [4, 6]
     assert max(line["step"] for line in metric_lines(tmp_path)) == 6
+
+
+def test_a_relative_run_dir_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state, summary = toy_training.run("runs/relative", epochs=1)
+    assert summary["steps"] == 6 and CheckpointDirectory(tmp_path / "runs/relative/checkpoints").steps() == [4, 6]
