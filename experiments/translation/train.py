@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -355,8 +354,12 @@ def train(config: Config) -> dict:
     train_started = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(make_loss_fn(model, config.label_smoothing, config.sampling_probability),
                                             optimizer)
-    state, fit_summary = rnnjax.train.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
-                                          run_config=run_config, resume=False, steps_per_epoch=steps_per_epoch)
+    # cli.fit applies --resume/--overwrite/--tensorboard/--csv; a resumed run's skipped epochs are not re-scored, so
+    # the best epoch is then chosen among those this process trained (the final parameters if it trained none).
+    state, fit_summary = cli.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
+                                 run_config=run_config, steps_per_epoch=steps_per_epoch)
+    if best["params"] is None:
+        best.update(epoch=config.epochs - 1, params=jax.device_get(state.params))
     train_seconds = time.perf_counter() - train_started
     rnnjax.train.save_checkpoint(run_dir.absolute() / "best", best["epoch"], best["params"],
                                  {"epoch": best["epoch"], "select_on": config.select_on})
@@ -464,18 +467,21 @@ def parse_config(argv=None) -> Config:
     """A `Config` from a preset, `--quick` and `--field value` flags, validated (`validate`); a bad value exits with
     status 2 and one line naming its flag."""
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
-                              validate=validate, exit_on_error=True)
+                              validate=validate, exit_on_error=True, run_flags=True,
+                              choices={"dataset": DATASETS, "tokenizer": TOKENIZERS, "attention": ATTENTIONS,
+                                       "bridge": BRIDGES, "select_on": SELECT_ON,
+                                       "encoder_cell": rnnjax.CELL_MODES, "decoder_cell": rnnjax.CELL_MODES})
 
 
 def main(argv=None):
-    config = parse_config(sys.argv[1:] if argv is None else argv)
-    rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
+    return cli.run_main(argv, parse_config, _cached_train)
+
+
+def _cached_train(config: Config):
     if config.compilation_cache:
         # Identical programs load from the cache instead of recompiling (identical executables: same results).
         jax.config.update("jax_compilation_cache_dir", str(datafiles.cache_dir() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    print(json.dumps({"config": dataclasses.asdict(config), "jax": jax.__version__,
-                      "devices": [str(d) for d in jax.devices()]}))
     return train(config)
 
 
