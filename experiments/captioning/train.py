@@ -11,7 +11,8 @@ per step (`np.random.default_rng([seed, step])`), the validation and test sets o
 
 Encoder: three 3x3 convolutions (16, 32, 64 channels, ReLU, 2x2 max-pool each; plain `lax.conv_general_dilated`),
 giving a 4 x 18 grid of 64 features (one column per 8 pixels). Decoders (`rnnjax.models.CaptionDecoder`):
-"attention" attends over the 72 grid vectors (additive; Xu et al. 2015's initial carry from the mean annotation);
+"attention" attends over the 72 grid vectors (additive; Xu et al. 2015's initial carry from the mean annotation), each
+with its one-hot row and column appended (`coordinates`);
 "vector" flattens the grid through a dense layer into one image vector that sets the initial carry (Vinyals et al.
 2015). Loss: `rnnjax.models.sequence_loss` (optional label smoothing); Adam, cosine decay, a global-norm clip.
 
@@ -57,6 +58,7 @@ class Config:
     hidden_size: int = 128  # decoder cell units
     embed_size: int = 32  # word embedding size
     attention_size: int = 64  # additive attention's hidden size
+    coordinates: bool = True  # attention: append each grid location's one-hot row and column to its features
     vector_size: int = 256  # "vector": the image vector's size (a dense layer over the flattened grid)
     dropout_rate: float = 0.0  # decoder dropout (embeddings, before the output layer)
     label_smoothing: float = 0.0  # of the cross-entropy targets
@@ -136,9 +138,13 @@ class Captioner:
         attention = c.decoder == "attention"
         return rnnjax.models.CaptionDecoder(
             vocab_size=len(data.VOCAB), embed_size=c.embed_size, hidden_size=c.hidden_size,
-            feature_size=CHANNELS[-1] if attention else c.vector_size, mode=c.mode,
+            feature_size=self.grid_features if attention else c.vector_size, mode=c.mode,
             attention="additive" if attention else None, attention_size=c.attention_size if attention else None,
             dropout_rate=c.dropout_rate)
+
+    @property
+    def grid_features(self) -> int:
+        return CHANNELS[-1] + (GRID[0] + GRID[1] if self.config.coordinates else 0)
 
     def init(self, key: jax.Array) -> dict:
         cnn_key, vector_key, decoder_key = jax.random.split(key, 3)
@@ -154,7 +160,14 @@ class Captioner:
     def features(self, params: dict, images: jax.Array) -> jax.Array:
         grid = cnn_apply(params["cnn"], images)
         if self.config.decoder == "attention":
-            return grid
+            if not self.config.coordinates:
+                return grid
+            # Convolutions are translation-equivariant: the same digit gives the same vector anywhere, so without
+            # its location the attended context cannot tell the decoder where it looked (and where to look next).
+            rows, columns = np.meshgrid(np.arange(GRID[0]), np.arange(GRID[1]), indexing="ij")
+            where = np.concatenate([np.eye(GRID[0])[rows.ravel()], np.eye(GRID[1])[columns.ravel()]], axis=1)
+            where = jnp.broadcast_to(jnp.asarray(where, grid.dtype)[None], (grid.shape[0],) + where.shape)
+            return jnp.concatenate([grid, where], axis=-1)
         flat = grid.reshape(grid.shape[0], -1)
         return jax.nn.relu(flat @ params["vector"]["weight"].T + params["vector"]["bias"][None, :])
 

@@ -76,8 +76,10 @@ def test_the_cnn_gives_the_grid_and_both_decoders_take_it():
         model = captioning.Captioner(config)
         params = model.init(jax.random.key(0))
         features = model.features(params, jnp.zeros((2, data.HEIGHT, data.WIDTH)))
-        expected = (2, captioning.GRID[0] * captioning.GRID[1], 64) if decoder == "attention" else (2, 8)
+        expected = (2, captioning.GRID[0] * captioning.GRID[1], 64 + 4 + 18) if decoder == "attention" else (2, 8)
         assert features.shape == expected
+        if decoder == "attention":  # location 19 = row 1, column 1
+            assert np.asarray(features[0, 19, 64:]).tolist() == [0, 1, 0, 0] + [0, 1] + [0] * 16
 
 
 def test_bad_flags_exit_2_with_one_line(capsys):
