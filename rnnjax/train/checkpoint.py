@@ -136,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, d
     `["opt"]["0"]["mu"]`). Restored leaves are jax arrays, typed PRNG keys re-wrapped. Raises
     `CorruptCheckpointError` for a damaged step and `CheckpointError` for a missing step or a mismatch, naming the
     first differing path."""
-    path = pathlib.Path(path)
+    path = pathlib.Path(path).absolute()  # orbax accepts absolute paths only
     if path.exists() and not path.is_dir():  # a file under a step's name: damage
         raise CorruptCheckpointError(f"checkpoint {path} is not a directory")
     if not path.is_dir():
@@ -164,7 +164,8 @@ class CheckpointDirectory:
     once. Nothing is created or read until the first call that needs the directory."""
 
     def __init__(self, directory: str | os.PathLike, keep: int | None = 3):
-        self.directory = pathlib.Path(directory)
+        # Orbax accepts absolute paths only; resolving here also pins the directory if the process changes cwd.
+        self.directory = pathlib.Path(directory).absolute()
         self.keep = None if keep is None else _checks.check_positive_int("keep", keep)
         self._manager: ocp.CheckpointManager | None = None
 

@@ -99,6 +99,19 @@ def test_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(jax.random.bits(restored["rng"][1]), jax.random.bits(state["rng"][1]))
 
 
+def test_relative_paths_save_and_restore(tmp_path, monkeypatch):
+    # Orbax itself refuses relative paths; experiments pass `runs/<name>/best` as typed on the command line.
+    monkeypatch.chdir(tmp_path)
+    state = make_state()
+    path = save_checkpoint("runs/best", 3, state, METADATA)
+    assert path == tmp_path / "runs" / "best" / "checkpoint_000000003"
+    restored, metadata, step = load_checkpoint("runs/best/checkpoint_000000003", target=make_state(seed=1))
+    assert step == 3 and metadata == METADATA
+    assert_same_state(restored, state)
+    restored, _, step = CheckpointDirectory("runs/best").restore_latest(target=make_state(seed=1))
+    assert step == 3
+
+
 def test_abstract_target_from_eval_shape(tmp_path):
     state = make_state()
     path = save_checkpoint(tmp_path, 1, state)
