@@ -6,9 +6,10 @@ e.g. the zip-per-step writer before orbax:
     git show 53dabc6:rnnjax/train/checkpoint.py > /tmp/zip_checkpoint.py
     python -m benchmarks.checkpoint_io --other /tmp/zip_checkpoint.py
 
-A third line times orbax alone (no manifest digests, no fsync, no verification). Prints one line per writer: the state's size and the median and min of `--repeats` saves and restores into a
-fresh directory each (the first of each is a warm-up, not counted). No data set is read: the vocabulary size is
-tinyshakespeare's (65 characters and <unk>).
+A third line times orbax alone (no manifest digests, no fsync, no verification). Prints one line per writer:
+the state's size and the median and min of `--repeats` saves and restores into a fresh directory each (the
+first of each is a warm-up, not counted). No data set is read: the vocabulary size is tinyshakespeare's
+(65 characters and <unk>).
 """
 
 from __future__ import annotations

@@ -199,12 +199,14 @@ def _field_help(comment: str, default, choices) -> str:
 
 def parse_config_flags(config_type, argv, description: str, presets: dict | None = None,
                        quick: dict | None = None, validate: Callable | None = None, exit_on_error: bool = False,
-                       choices: dict | None = None, subcommands: dict | None = None, run_flags: bool = False):
+                       choices: dict | None = None, subcommands: dict | None = None,
+                       run_flags: bool | tuple[str, ...] = False):
     """`config_type(**(preset | flags given))`, then `validate(config)` when given. `presets` adds
     `--preset NAME`; `quick` adds a `--quick` switch that selects that preset. Flags not given keep the preset's
     value, else the dataclass default. `choices` (`{field: allowed values}`) and `subcommands` (`{name:
     one-line description}`) are shown in `--help`; `run_flags` accepts (and documents) the `RunFlags`, which
-    `run_main` reads (they are not part of the config).
+    `run_main` reads (they are not part of the config): True for all of them, or a tuple of their names
+    (`("overwrite",)` for an experiment with its own loop, which cannot resume).
 
     argparse's own rejections (an unknown flag, a value of the wrong type) exit with status 2 after one line on
     stderr. With `exit_on_error` (what every experiment should pass), so does a ValueError from the dataclass or
@@ -226,7 +228,8 @@ def parse_config_flags(config_type, argv, description: str, presets: dict | None
             parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument(flag(field.name), type=type(field.default), default=None, help=text)
-    extra = _add_run_flags(parser, config_type) if run_flags else ()
+    names = tuple(field.name for field in dataclasses.fields(RunFlags)) if run_flags is True else run_flags or ()
+    extra = _add_run_flags(parser, config_type, names) if names else ()
     args = vars(parser.parse_args(argv))
     for name in extra:
         args.pop(name)
@@ -248,13 +251,13 @@ def parse_config_flags(config_type, argv, description: str, presets: dict | None
     return config
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, config_type) -> tuple[str, ...]:
-    """Adds the `RunFlags` the config does not have as fields; returns their names."""
+def _add_run_flags(parser: argparse.ArgumentParser, config_type, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Adds the `RunFlags` named in `names` that the config does not have as fields; returns their names."""
     own = {field.name for field in dataclasses.fields(config_type)}
     comments, added = field_comments(RunFlags), []
-    group = parser.add_argument_group("run directory and metric files (every experiment trained through fit)")
+    group = parser.add_argument_group("run directory and metric files")
     for field in dataclasses.fields(RunFlags):
-        if field.name not in own:
+        if field.name in names and field.name not in own:
             group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None,
                                help=_field_help(comments[field.name], field.default, None))
             added.append(field.name)
@@ -273,10 +276,11 @@ def parse_run_flags(config, argv) -> RunFlags:
     return flags
 
 
-def check_previous_run(run_dir: str, flags: RunFlags) -> None:
+def check_previous_run(run_dir: str, flags: RunFlags, resumable: bool = True) -> None:
     """Raises a ValueError (naming `--run-dir`, `--resume` and `--overwrite`) when `run_dir`, or a run
     subdirectory of it (experiments with one run per seed or cell), holds a previous run and neither flag was
-    given: `fit` would refuse it too, but only after the data has loaded."""
+    given: `fit` would refuse it too, but only after the data has loaded. `resumable=False` (an experiment with
+    its own loop) offers `--overwrite` alone."""
     if flags.resume and flags.overwrite:
         raise ValueError("--resume and --overwrite exclude each other: continue the previous run or replace it")
     if flags.resume or flags.overwrite:
@@ -287,8 +291,10 @@ def check_previous_run(run_dir: str, flags: RunFlags) -> None:
         found = previous_run(candidate)
         if found:
             raise ValueError(f"{'--run-dir ' + repr(run_dir) if candidate == path else repr(str(candidate))} "
-                             f"holds a previous run ({', '.join(found)}); pass --resume to continue it, "
-                             f"--overwrite to delete it and start over, or another --run-dir")
+                             f"holds a previous run ({', '.join(found)}); pass "
+                             + ("--resume to continue it, --overwrite to delete it and start over"
+                                if resumable else "--overwrite to replace its files")
+                             + ", or another --run-dir")
 
 
 @contextlib.contextmanager
@@ -355,6 +361,8 @@ def run_main(argv, parse_config: Callable, train: Callable, *, subcommands: dict
     function(argv)}`) runs it. Otherwise: `config = parse_config(argv)`; with `trains` (experiments that call
     `fit` below) the `RunFlags`, and a previous run in `run_dir` without `--resume`/`--overwrite` is one line on
     stderr and exit status 2 before any data loads (as is fit's own `PreviousRunError`, should it come later);
+    without `trains` (an experiment with its own loop, whose `parse_config` accepts `run_flags=("overwrite",)`)
+    the same refusal, lifted by `--overwrite` alone;
     then freed host memory is retained (`rnnjax.train.retain_freed_memory`), the config is printed as a table,
     and `train(config)` runs with the flags applied. Returns what `train` returns."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -362,13 +370,13 @@ def run_main(argv, parse_config: Callable, train: Callable, *, subcommands: dict
         return subcommands[argv[0]](argv[1:])
     config = parse_config(argv)
     prog = command_name(type(config))
-    flags = RunFlags()
-    if trains:
-        flags = parse_run_flags(config, argv)
-        try:
-            check_previous_run(config.run_dir, flags)
-        except ValueError as error:
-            _exit_one_line(prog, str(error))
+    flags = parse_run_flags(config, argv)
+    if not trains:
+        flags = RunFlags(overwrite=flags.overwrite)
+    try:
+        check_previous_run(config.run_dir, flags, resumable=trains)
+    except ValueError as error:
+        _exit_one_line(prog, str(error))
     rnnjax.train.retain_freed_memory()  # reuse XLA's per-call host buffers: no page faults per step
     print_table({**dataclasses.asdict(config), "jax": jax.__version__,
                  "devices": ", ".join(str(device) for device in jax.devices())}, title="config")

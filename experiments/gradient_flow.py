@@ -637,7 +637,7 @@ def parse_config(argv=None) -> Config:
     """A `Config` from `--field value` flags over the optional `--quick` preset, validated (`Config.__post_init__`,
     `validate`); an unknown flag or a bad value exits with status 2 and one line naming the flag."""
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], quick=QUICK, validate=validate,
-                              exit_on_error=True)
+                              exit_on_error=True, run_flags=("overwrite",))
 
 
 def main(argv=None) -> dict:

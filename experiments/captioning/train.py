@@ -430,7 +430,7 @@ def validate(config: Config) -> None:
 def parse_config(argv=None) -> Config:
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
                               validate=validate, exit_on_error=True,
-                              choices={"decoder": DECODERS, "mode": rnnjax.CELL_MODES})
+                              choices={"decoder": DECODERS, "mode": rnnjax.CELL_MODES}, run_flags=("overwrite",))
 
 
 def main(argv=None):

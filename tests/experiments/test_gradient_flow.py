@@ -144,6 +144,13 @@ def test_quick_run_writes_its_files_and_repeats_bit_for_bit(tmp_path, capsys):
                      "--run-dir", str(tmp_path / "b"), "--no-plots"])
     assert again["sweep"][0]["metric"] == results["sweep"][0]["metric"]
     assert again["sweep"][0]["history"] == results["sweep"][0]["history"]
+    # A re-run into a directory that holds a run is one line and exit 2, unless --overwrite says to replace it.
+    with pytest.raises(SystemExit) as exit_info:
+        gf.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and "holds a previous run (config.json); pass --overwrite" in error
+    assert "--resume" not in error
 
 
 def test_default_cells_are_the_classic_four_and_mingru():

@@ -100,3 +100,9 @@ def test_quick_run_end_to_end(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if r["split"] == "valid"] == [2, 4]
     assert 0.0 <= result["attention_on_named_digit"] <= 1.0
+    # A re-run into the same directory is refused before any data loads; --overwrite is the way through.
+    config_before = (run_dir / "config.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        captioning.main(["--quick", "--data-dir", str(tmp_path), "--run-dir", str(run_dir)])
+    assert exit_info.value.code == 2
+    assert (run_dir / "config.json").read_bytes() == config_before
