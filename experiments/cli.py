@@ -34,6 +34,7 @@ from typing import Callable
 import jax
 
 import rnnjax.train
+from experiments import datafiles
 from rnnjax.train.run_files import PreviousRunError, previous_run
 
 
@@ -386,6 +387,14 @@ def run_main(argv, parse_config: Callable, train: Callable, *, subcommands: dict
         except PreviousRunError as error:
             message = str(error).replace("overwrite=True", "--overwrite").replace("resume=True", "--resume")
             _exit_one_line(prog, message.replace("run_dir", "--run-dir"))
+
+
+def use_compilation_cache() -> None:
+    """Turns on JAX's persistent compilation cache in the shared cache directory (`datafiles.cache_dir()/jax`),
+    for every program: experiments that build a new jitted step per seed or fold compile the same program again,
+    and the cache returns the identical executable (results unchanged) instead of recompiling."""
+    jax.config.update("jax_compilation_cache_dir", str(datafiles.cache_dir() / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _exit_one_line(prog: str, message: str):

@@ -23,6 +23,23 @@ def fast_compile_options() -> dict:
 FAST_COMPILE = fast_compile_options()
 
 
+def every_cell(hidden: int) -> dict:
+    """One instance of every core cell, by name, plus the MinGRU/MinLSTM forced onto the associative scan (in its
+    log and linear spaces): the registry the time-loop, padding and property tests run over."""
+    from rnnjax import GRU, LSTM, MinGRU, MinLSTM, SimpleRNN
+
+    return {
+        "rnn_tanh": SimpleRNN(hidden),
+        "rnn_relu": SimpleRNN(hidden, activation="relu"),
+        "lstm": LSTM(hidden),
+        "gru": GRU(hidden),
+        "mingru": MinGRU(hidden),
+        "minlstm": MinLSTM(hidden),
+        "mingru_parallel": MinGRU(hidden, parallel_min_length=0),
+        "minlstm_parallel": MinLSTM(hidden, scan_space="linear", parallel_min_length=0),
+    }
+
+
 def assert_trees_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-6):
     """Same tree structure (named tuples included), same shapes, leaves equal within the tolerances (chex's
     `assert_trees_all_close`, which names the leaf path that differs)."""
@@ -59,3 +76,24 @@ def read_scalars(log_dir) -> dict:
             for value in event.summary.value:
                 scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
     return scalars
+
+
+def write_mnist_fixture(folder, monkeypatch, count: int = 100):
+    """A `count`-image MNIST (random pixels and labels, the same in both splits) as the four .gz IDX files in
+    `folder`, `experiments.mnist.FILES` pinned to their digests."""
+    import gzip
+    import hashlib
+
+    import numpy as np
+
+    from experiments import mnist
+    from experiments.datafiles import DataFile
+
+    rng = np.random.default_rng(1)
+    arrays = {"images": rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8),
+              "labels": rng.integers(0, 10, size=count, dtype=np.uint8)}
+    folder.mkdir(parents=True)
+    for key, file in mnist.FILES.items():
+        data = gzip.compress(mnist.encode_idx(arrays[key.split("_")[1]]), mtime=0)
+        (folder / file.name).write_bytes(data)
+        monkeypatch.setitem(mnist.FILES, key, DataFile(file.name, "", hashlib.sha256(data).hexdigest()))

@@ -15,21 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import FAST_COMPILE, assert_trees_close, random_like
-from rnnjax import GRU, LSTM, RNN, Bidirectional, MinGRU, MinLSTM, Recurrent, SimpleRNN, Stack, unroll, unroll_path
+from helpers import FAST_COMPILE, assert_trees_close, every_cell, random_like
+from rnnjax import RNN, Bidirectional, Recurrent, Stack, unroll, unroll_path
 
 BATCH, TIME, INPUT, HIDDEN = 3, 5, 3, 4
 LENGTHS = (5, 0, 2)  # full, empty, partial
-CELLS = {
-    "rnn_tanh": SimpleRNN(HIDDEN),
-    "rnn_relu": SimpleRNN(HIDDEN, activation="relu"),
-    "lstm": LSTM(HIDDEN),
-    "gru": GRU(HIDDEN),
-    "mingru": MinGRU(HIDDEN),
-    "minlstm": MinLSTM(HIDDEN),
-    "mingru_parallel": MinGRU(HIDDEN, parallel_min_length=0),
-    "minlstm_parallel": MinLSTM(HIDDEN, scan_space="linear", parallel_min_length=0),
-}
+CELLS = every_cell(HIDDEN)
 # cell -> {backward: the path `unroll` takes}: the classic cells run the fused custom VJP or plain autodiff.
 PATHS = {name: ({"auto": "parallel"} if "parallel" in name else {"auto": "sequential"} if "min" in name else
                 {"auto": "fused", "autodiff": "sequential"}) for name in CELLS}

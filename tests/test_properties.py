@@ -13,20 +13,11 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import FAST_COMPILE, assert_trees_close, random_like
-from rnnjax import GRU, LSTM, MinGRU, MinLSTM, SimpleRNN, unroll, unroll_path
+from helpers import FAST_COMPILE, assert_trees_close, every_cell, random_like
+from rnnjax import unroll, unroll_path
 
 INPUT, HIDDEN = 3, 4
-CELLS = {
-    "rnn_tanh": SimpleRNN(HIDDEN),
-    "rnn_relu": SimpleRNN(HIDDEN, activation="relu"),
-    "lstm": LSTM(HIDDEN),
-    "gru": GRU(HIDDEN),
-    "mingru": MinGRU(HIDDEN),
-    "minlstm": MinLSTM(HIDDEN),
-    "mingru_parallel": MinGRU(HIDDEN, parallel_min_length=0),
-    "minlstm_parallel": MinLSTM(HIDDEN, scan_space="linear", parallel_min_length=0),
-}
+CELLS = every_cell(HIDDEN)
 FUSED = [name for name in CELLS if "min" not in name]
 DTYPES = {"float32": (jnp.float32, 1e-5), "bfloat16": (jnp.bfloat16, 1e-2)}  # input dtype, tolerance
 BOUNDED = settings(max_examples=4, deadline=None, derandomize=True, database=None)

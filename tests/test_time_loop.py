@@ -11,23 +11,14 @@ import pytest
 from jax.experimental import checkify
 from jax.test_util import check_grads
 
-from helpers import FAST_COMPILE, assert_trees_close
-from rnnjax import GRU, LSTM, SimpleRNN, unroll
-from rnnjax.minimal_cells import MinGRU, MinLSTM
+from helpers import FAST_COMPILE, assert_trees_close, every_cell
+from rnnjax import GRU, unroll
+from rnnjax.minimal_cells import MinGRU
 from rnnjax.time_loop import PARALLEL_ARRAYS_PER_STEP, parallel_memory_bytes, unroll_path
 
 BATCH, TIME, INPUT, HIDDEN = 3, 6, 3, 4
 LENGTHS = (6, 0, 4)  # full, empty, partial
-CELLS = {
-    "rnn_tanh": SimpleRNN(HIDDEN),
-    "rnn_relu": SimpleRNN(HIDDEN, activation="relu"),
-    "lstm": LSTM(HIDDEN),
-    "gru": GRU(HIDDEN),
-    "mingru": MinGRU(HIDDEN),
-    "minlstm": MinLSTM(HIDDEN),
-    "mingru_parallel_log": MinGRU(HIDDEN, parallel_min_length=0),
-    "minlstm_parallel_linear": MinLSTM(HIDDEN, scan_space="linear", parallel_min_length=0),
-}
+CELLS = every_cell(HIDDEN)
 EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" if "min" in name else "fused"
                  for name in CELLS}
 
@@ -210,7 +201,7 @@ def test_unbatched_lengths_must_be_a_scalar(key):
         unroll(cell, params, xs[0], lengths=jnp.array([3]))
 
 
-@pytest.mark.parametrize("name", ["lstm", "mingru_parallel_log"])  # the fused and the parallel path
+@pytest.mark.parametrize("name", ["lstm", "mingru_parallel"])  # the fused and the parallel path
 def test_traced_lengths_out_of_range_fail_a_checkify_check(name, key):
     """Under `jit` the lengths are not known at trace time: checkify (as the `rnnjax.train` steps run it) checks
     them on the device; before, a length past T silently acted as T."""

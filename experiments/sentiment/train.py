@@ -37,7 +37,7 @@ import numpy as np
 import rnnjax
 from experiments import cli
 from experiments.cli import parse_config_flags
-from experiments import bucketing, datafiles
+from experiments import bucketing
 from experiments.sentiment.encoding import TOKENIZERS
 from rnnjax import _checks
 from experiments.sentiment import data as sentiment_data
@@ -374,10 +374,7 @@ def main(argv=None):
 
 def _cached_train(config: Config):
     if config.compilation_cache:
-        # Each run's jitted step is a new closure with the same program; the persistent cache recognises the
-        # program, so only the first seed/fold pays the compile (identical executables: results are unchanged).
-        jax.config.update("jax_compilation_cache_dir", str(datafiles.cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        cli.use_compilation_cache()
     return train(config)
 
 

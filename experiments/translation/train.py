@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
-from experiments import cli, datafiles
+from experiments import cli
 from experiments.cli import parse_config_flags
 from experiments.translation import batching, metrics, plots
 from experiments.translation import data as translation_data
@@ -479,9 +479,7 @@ def main(argv=None):
 
 def _cached_train(config: Config):
     if config.compilation_cache:
-        # Identical programs load from the cache instead of recompiling (identical executables: same results).
-        jax.config.update("jax_compilation_cache_dir", str(datafiles.cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        cli.use_compilation_cache()
     return train(config)
 
 

@@ -2,28 +2,14 @@
 metrics against hand-worked values, the CNN's grid shape, bad flags exit 2, and a --quick run end to end on a
 200-image IDX fixture."""
 
-import gzip
-import hashlib
 import json
 
 import numpy as np
 import pytest
 
-from experiments import mnist
+from helpers import write_mnist_fixture
 from experiments.captioning import data
 from experiments.captioning import train as captioning
-from experiments.datafiles import DataFile
-
-
-def write_fixture(folder, monkeypatch, count=200):
-    rng = np.random.default_rng(1)
-    arrays = {"images": rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8),
-              "labels": rng.integers(0, 10, size=count, dtype=np.uint8)}
-    folder.mkdir(parents=True)
-    for key, file in mnist.FILES.items():
-        payload = gzip.compress(mnist.encode_idx(arrays[key.split("_")[1]]), mtime=0)
-        (folder / file.name).write_bytes(payload)
-        monkeypatch.setitem(mnist.FILES, key, DataFile(file.name, "", hashlib.sha256(payload).hexdigest()))
 
 
 def test_canvases_place_the_digits_apart_in_reading_order_and_repeat_for_a_seed():
@@ -92,7 +78,7 @@ def test_bad_flags_exit_2_with_one_line(capsys):
 
 
 def test_quick_run_end_to_end(tmp_path, monkeypatch):
-    write_fixture(tmp_path / "mnist", monkeypatch)
+    write_mnist_fixture(tmp_path / "mnist", monkeypatch, count=200)
     run_dir = tmp_path / "run"
     result = captioning.main(["--quick", "--data-dir", str(tmp_path), "--run-dir", str(run_dir)])
     assert set(result["test"]) == {"all", "2", "3", "4", "5"} and set(result["test_beam"]) == {"2", "3", "4", "5"}

@@ -1,8 +1,6 @@
 """Sequential MNIST: the pixel orders (the permutation fixed by its seed), the IRNN init, the MinGRU on the
 parallel path, and a --quick run end to end on a 100-image IDX fixture."""
 
-import gzip
-import hashlib
 import json
 
 import jax
@@ -10,21 +8,8 @@ import numpy as np
 import pytest
 
 import rnnjax
-from experiments import mnist
-from experiments.datafiles import DataFile
+from helpers import write_mnist_fixture
 from experiments.sequential_mnist import train as smnist
-
-
-def write_fixture(folder, monkeypatch, count=100):
-    """A 100-image MNIST (random pixels, labels) as the four .gz IDX files, `mnist.FILES` pinned to them."""
-    rng = np.random.default_rng(1)
-    arrays = {"images": rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8),
-              "labels": rng.integers(0, 10, size=count, dtype=np.uint8)}
-    folder.mkdir(parents=True)
-    for key, file in mnist.FILES.items():
-        data = gzip.compress(mnist.encode_idx(arrays[key.split("_")[1]]), mtime=0)
-        (folder / file.name).write_bytes(data)
-        monkeypatch.setitem(mnist.FILES, key, DataFile(file.name, "", hashlib.sha256(data).hexdigest()))
 
 
 def test_the_permutation_is_fixed_by_its_seed():
@@ -65,7 +50,7 @@ def test_irnn_starts_at_the_identity_and_mingru_runs_in_parallel():
 
 
 def test_quick_run_on_a_fixture(tmp_path, monkeypatch):
-    write_fixture(tmp_path / "mnist", monkeypatch)
+    write_mnist_fixture(tmp_path / "mnist", monkeypatch)
     summary = smnist.main(["--quick", "--cells", "irnn", "--task", "permuted", "--permutation-seed", "5",
                            "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")])
     (result,) = summary["results"]
