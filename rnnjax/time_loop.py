@@ -22,6 +22,8 @@ from rnnjax import _checks
 from rnnjax import _gpu
 from rnnjax._fused import fused_unroll
 from rnnjax._fused import supports_fused
+from rnnjax._native_recurrence import native_recurrence
+from rnnjax._native_recurrence import supports_native
 from rnnjax._ops import compute_dtype
 
 SCANS = ("auto", "sequential", "parallel")  # what `unroll(scan=...)` takes
@@ -150,6 +152,9 @@ def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = Fals
                         remat=remat, backward=backward)
     if gpu is not None:
         return gpu
+    if backward != "autodiff" and not remat and supports_native(cell, params, projected.dtype, carry, time=time,
+                                                                batch_size=batch_size):
+        return "native"
     if backward != "autodiff" and not remat and supports_fused(cell, params, projected.dtype, carry):
         return "fused"
     if backward == "custom":
@@ -313,6 +318,9 @@ def unroll(
                 hs = _parallel_unroll(cell, params, projected, carry, valid, reverse).astype(carry.dtype)
             final_carry = hs[0] if reverse else hs[-1]
             ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+        elif path == "native":
+            projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps, then the C++ loop
+            final_carry, ys = native_recurrence(cell, params, projected, carry, valid, reverse)
         elif path == "fused":
             final_carry, ys = fused_unroll(cell, params, xs_time_major, carry, valid, reverse, unroll)
         elif path in _gpu.PATHS:

@@ -1,0 +1,920 @@
+// The whole recurrent loop of an Elman RNN, LSTM or GRU layer, forward and backward, as XLA FFI handlers for CPU
+// (rnnjax/_native.py registers them and says what each computes; the math is rnnjax/_fused.py's, step for step).
+//
+// Compiled twice by setup.py: with -mavx512f... (16 float lanes) and with -mavx2 -mfma (8 lanes); the Python side
+// loads the library the CPU can run. The kernels are written once over GCC vector types of L lanes.
+//
+// Layout of the work: the hidden units are cut into tiles of TU = L or 2 * L units. A tile owns its units' carry (h, c,
+// dh, dc) and, per step, computes the recurrent GEMM for its units' gate columns with the gate math applied to the
+// accumulators while they are in registers (forward), or the input-gradient GEMM for its units' columns followed
+// by its units' gate gradients (backward). The recurrent weights are packed once per call, tile by tile, so a
+// tile reads one contiguous slice of W_hh. The tiles of one step run on XLA's intra-op thread pool (the FFI's
+// ThreadPool), one barrier per step. Every tile computes the same thing whichever thread runs it, so the results
+// do not depend on the number of threads.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <type_traits>
+
+#include <immintrin.h>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int L = 16;
+#define RNNJAX_ISA "avx512"
+// Rows of the batch per register block: accumulators = rows x vectors per row, kept within the 32 registers.
+constexpr int kRowsForward4 = 6, kRowsForward3 = 8, kRowsForward1 = 12, kRowsBackward = 12;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int L = 8;
+#define RNNJAX_ISA "avx2"
+constexpr int kRowsForward4 = 2, kRowsForward3 = 3, kRowsForward1 = 6, kRowsBackward = 6;
+#else
+#error "the native recurrence needs AVX2 and FMA, or AVX-512"
+#endif
+
+// Vectors of units per tile: one for the LSTM and GRU forward passes (4 or 3 gate vectors per row: 6 x 4 and 8 x 3
+// register blocks measured 1.3x faster than 3 x 8 and 4 x 6), two for the rest (12 x 2 blocks).
+constexpr int kGatedForwardVectors = 1, kVectors = 2;
+
+typedef float vf __attribute__((vector_size(L * 4)));
+typedef int32_t vi __attribute__((vector_size(L * 4)));
+
+#if defined(__AVX512F__)
+inline vf splat(float x) { return (vf)_mm512_set1_ps(x); }  // not vf{} + x: x + 0.0f is an add per broadcast
+#else
+inline vf splat(float x) { return (vf)_mm256_set1_ps(x); }
+#endif
+inline vf load(const float* p) {
+  vf v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+// n of the L lanes (n may be <= 0 or >= L): a tile's last vector when H is not a multiple of TU.
+inline vf loadn(const float* p, int n) {
+  if (n >= L) return load(p);
+  vf v = {};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+inline void storen(float* p, vf v, int n) {
+  if (n >= L) return store(p, v);
+  for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
+// NaN-preserving clamps: a comparison with NaN is false, so NaN passes through.
+inline vf at_most(vf x, float hi) { return select(x > hi, splat(hi), x); }
+inline vf at_least(vf x, float lo) { return select(x < lo, splat(lo), x); }
+
+// exp(x) to about 1 ulp (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial in r, times 2^n).
+inline vf vexp(vf x) {
+  x = at_least(at_most(x, 88.0f), -87.33654f);
+  vf fx = x * 1.44269504088896341f + 0.5f;
+  vi n = __builtin_convertvector(fx, vi);  // truncates toward zero
+  vf nf = __builtin_convertvector(n, vf);
+  n += (nf > fx);  // floor: the comparison is -1 where truncation rounded up (negative non-integers)
+  nf = __builtin_convertvector(n, vf);
+  x = x - nf * 0.693359375f;
+  x = x + nf * 2.12194440e-4f;
+  vf z = x * x;
+  vf y = splat(1.9875691500e-4f);
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  vi bits = (n + 127) << 23;
+  vf scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+
+// tanh(x) to about 2 ulp (Cephes tanhf): an odd polynomial for |x| < 0.625, 1 - 2 / (exp(2|x|) + 1) beyond.
+inline vf vtanh(vf x) {
+  vf ax = select(x < 0.0f, -x, x);
+  vf z = x * x;
+  vf p = splat(-5.70498872745e-3f);
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  p = p * z * x + x;
+  vf e = vexp(2.0f * at_most(ax, 10.0f));  // tanh(x) rounds to 1 beyond 9.01
+  vf r = 1.0f - 2.0f / (e + 1.0f);
+  r = select(x < 0.0f, -r, r);
+  return select(ax < 0.625f, p, r);
+}
+
+// Round to the nearest bfloat16 (ties to even), kept as float32: the GEMM operands of matmul_dtype="bfloat16".
+// Products of two bfloat16 values are exact in float32, so an FMA over rounded operands is XLA's bf16 dot with
+// float32 accumulation.
+inline vf round_bf16(vf x) {
+  vi u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  vi rounded = (u + 0x7fff + ((u >> 16) & 1)) & int32_t(0xffff0000u);
+  vi is_nan = (u & 0x7fffffff) > 0x7f800000;
+  vi out = is_nan ? u : rounded;
+  vf y;
+  __builtin_memcpy(&y, &out, sizeof y);
+  return y;
+}
+inline float round_bf16(float x) { return round_bf16(splat(x))[0]; }
+
+struct Aligned {
+  float* data = nullptr;
+  explicit Aligned(size_t count) {
+    size_t bytes = ((std::max<size_t>(count, 1) * sizeof(float) + 63) / 64) * 64;
+    data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (data != nullptr) std::memset(data, 0, bytes);
+  }
+  ~Aligned() { std::free(data); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+inline int num_tiles(int64_t hidden, int units) { return static_cast<int>((hidden + units - 1) / units); }
+
+// Forward packing of W_hh [G*H, H] (PyTorch's layout): tile-major, then k, then gate, then the tile's units, so
+// a tile's GEMM reads W^T[k, gate columns of its units] as G * NV consecutive vectors. Units past H are zero.
+void pack_forward(const float* w, int64_t hidden, int gates, int units, bool bf16, float* out) {
+  const int tiles = num_tiles(hidden, units);
+  // Reads W_hh row by row (a tile's writes, H * G * units floats, stay in cache).
+  for (int tile = 0; tile < tiles; ++tile)
+    for (int g = 0; g < gates; ++g)
+      for (int lane = 0; lane < units; ++lane) {
+        const int64_t unit = int64_t(tile) * units + lane;
+        const float* row = unit < hidden ? w + (g * hidden + unit) * hidden : nullptr;
+        float* column = out + (int64_t(tile) * hidden * gates + g) * units + lane;
+        for (int64_t k = 0; k < hidden; ++k) {
+          const float value = row ? row[k] : 0.0f;
+          column[k * gates * units] = bf16 ? round_bf16(value) : value;
+        }
+      }
+}
+
+// Backward packing: W_hh[j, units of the tile] for j over all G*H rows, so a tile's input-gradient GEMM
+// dh[:, units] = dgates @ W_hh[:, units] reads NV consecutive vectors per j.
+void pack_backward(const float* w, int64_t hidden, int gates, int units, bool bf16, float* out) {
+  const int tiles = num_tiles(hidden, units);
+  const int64_t rows = gates * hidden;
+  for (int tile = 0; tile < tiles; ++tile)
+    for (int64_t j = 0; j < rows; ++j)
+      for (int lane = 0; lane < units; ++lane) {
+        int64_t unit = int64_t(tile) * units + lane;
+        float value = unit < hidden ? w[j * hidden + unit] : 0.0f;
+        out[(int64_t(tile) * rows + j) * units + lane] = bf16 ? round_bf16(value) : value;
+      }
+}
+
+// Calls f(b0, std::integral_constant<int, R>) over the batch in blocks of RMAX rows, then one block of the rest.
+template <int R, class F>
+inline void with_rows(int n, int b0, F& f) {
+  if constexpr (R > 0) {
+    if (n == R)
+      f(b0, std::integral_constant<int, R>{});
+    else
+      with_rows<R - 1>(n, b0, f);
+  }
+}
+template <int RMAX, class F>
+inline void for_row_blocks(int64_t batch, F&& f) {
+  int b0 = 0;
+  for (; b0 + RMAX <= batch; b0 += RMAX) f(b0, std::integral_constant<int, RMAX>{});
+  if (b0 < batch) with_rows<RMAX - 1>(static_cast<int>(batch - b0), b0, f);
+}
+
+// sums[r][c] (+)= sum_{k0 <= k < k1} a[r * lda + k] * w[k * C * L + c * L : ... + L]: R rows, C vectors per row,
+// started from zero or from `partial` [R][C] vectors. The sums stay in registers for the whole loop.
+template <int R, int C>
+inline __attribute__((always_inline)) void gemm_panel(const float* __restrict a, int64_t lda,
+                                                      const float* __restrict w, int64_t k0, int64_t k1,
+                                                      const float* partial, vf (&acc)[R][C]) {
+  vf sum[R][C];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) sum[r][c] = partial ? load(partial + (r * C + c) * L) : vf{};
+  for (int64_t k = k0; k < k1; ++k) {
+    const float* wk = w + k * C * L;
+    vf wv[C];
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) wv[c] = load(wk + c * L);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      vf x = splat(a[r * lda + k]);
+#pragma GCC unroll 16
+      for (int c = 0; c < C; ++c) sum[r][c] += x * wv[c];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) acc[r][c] = sum[r][c];
+}
+
+// One tile's GEMM over the whole batch, a [batch, depth] times the tile's packed weights [depth][C * L], then
+// finish(b0, rows, acc) per block of rows with the complete sums (zero when !compute). The depth is cut into
+// panels whose weights fit in L1 (about 24 KiB), and each panel is applied to every row block before the next,
+// so the weights are read from L2/L3 once per step rather than once per row block; the partial sums wait in
+// `scratch` [batch][C * L] between panels.
+template <int RMAX, int C, class Finish>
+inline void tile_gemm(const float* a, int64_t lda, const float* w, int64_t depth, int64_t batch, float* scratch,
+                      bool compute, Finish&& finish) {
+  constexpr int64_t kPanel = std::max<int64_t>(16, 24576 / (C * L * 4));
+  const int64_t panels = compute ? std::max<int64_t>(1, (depth + kPanel - 1) / kPanel) : 1;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t k0 = p * kPanel, k1 = compute ? std::min(depth, k0 + kPanel) : 0;
+    const bool last = p == panels - 1;
+    for_row_blocks<RMAX>(batch, [&](int b0, auto rows) {
+      constexpr int R = decltype(rows)::value;
+      vf acc[R][C];
+      float* partial = scratch + int64_t(b0) * C * L;
+      gemm_panel<R, C>(a + b0 * lda, lda, w, k0, k1, p > 0 ? partial : nullptr, acc);
+      if (!last) {
+        for (int r = 0; r < R; ++r)
+          for (int c = 0; c < C; ++c) store(partial + (r * C + c) * L, acc[r][c]);
+        return;
+      }
+      finish(b0, rows, acc);
+    });
+  }
+}
+
+// -- the thread team: iterations in order, the tiles of one iteration in parallel ---------------------------------
+constexpr int kMaxSlots = 64;
+
+struct alignas(64) PaddedCounter {
+  std::atomic<int64_t> value{0};
+};
+
+struct Team {
+  int slots = 1, tiles = 0, iterations = 0;
+  int lo[kMaxSlots] = {}, len[kMaxSlots] = {};
+  PaddedCounter claimed[kMaxSlots];
+  PaddedCounter done;
+  std::function<void(int, int)> work;  // (iteration, tile); only called for a claimed tile
+
+  // Slot s prefers its own contiguous range of tiles (its slice of W_hh stays in its core's cache) and then
+  // takes what is left in the others' ranges, so the team finishes even when a helper never starts.
+  bool claim(int slot, int iteration, int* tile) {
+    for (int k = 0; k < slots; ++k) {
+      int s = (slot + k) % slots;
+      const int64_t first = int64_t(iteration) * len[s], end = first + len[s];
+      int64_t v = claimed[s].value.load(std::memory_order_relaxed);
+      while (v >= first && v < end) {
+        if (claimed[s].value.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) {
+          *tile = lo[s] + static_cast<int>(v - first);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  void participate(int slot) {
+    const int64_t total = int64_t(iterations) * tiles;
+    for (;;) {
+      int64_t finished = done.value.load(std::memory_order_acquire);
+      if (finished >= total) return;
+      const int iteration = static_cast<int>(finished / tiles);
+      int tile;
+      while (claim(slot, iteration, &tile)) {
+        work(iteration, tile);
+        done.value.fetch_add(1, std::memory_order_acq_rel);
+      }
+      const int64_t target = int64_t(iteration + 1) * tiles;
+      for (int spins = 0; done.value.load(std::memory_order_acquire) < target; ++spins) {
+        if (spins < 4000)
+          __builtin_ia32_pause();
+        else
+          std::this_thread::yield();
+      }
+    }
+  }
+};
+
+int team_size(ffi::ThreadPool& pool, int tiles) {
+  int64_t threads = pool.num_threads();
+  if (const char* limit = std::getenv("RNNJAX_NATIVE_THREADS")) {
+    int64_t requested = std::atoll(limit);
+    if (requested > 0) threads = std::min(threads, requested);
+  }
+  return static_cast<int>(std::clamp<int64_t>(threads, 1, std::min(tiles, kMaxSlots)));
+}
+
+// Runs work(iteration, tile) for iteration 0..iterations-1 in order, the tiles of one iteration on the team.
+void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<void(int, int)> work) {
+  if (iterations <= 0 || tiles <= 0) return;
+  auto team = std::make_shared<Team>();
+  team->slots = team_size(pool, tiles);
+  team->tiles = tiles;
+  team->iterations = iterations;
+  for (int s = 0; s < team->slots; ++s) {
+    team->lo[s] = static_cast<int>(int64_t(s) * tiles / team->slots);
+    team->len[s] = static_cast<int>(int64_t(s + 1) * tiles / team->slots) - team->lo[s];
+  }
+  team->work = std::move(work);
+  if (team->slots == 1) {
+    for (int n = 0; n < iterations; ++n)
+      for (int t = 0; t < tiles; ++t) team->work(n, t);
+    return;
+  }
+  for (int s = 1; s < team->slots; ++s) pool.Schedule([team, s] { team->participate(s); });
+  team->participate(0);
+}
+
+inline int64_t step_at(int iteration, int64_t time, bool reverse) { return reverse ? time - 1 - iteration : iteration; }
+
+ffi::Error shape_error(const char* what) { return ffi::Error::InvalidArgument(std::string("rnnjax native: ") + what); }
+
+// ================================================== LSTM ========================================================
+// Forward, per step t (from T-1 down when reverse): gates = P[t] + h W_hh^T; i, f, o = sigmoid, g = tanh;
+// c' = f c + i g; h' = o tanh(c'); where valid[t, b] is false, h and c are held and y is zero.
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
+                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
+                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
+                       ffi::ResultBuffer<ffi::F32> c_out, ffi::ResultBuffer<ffi::F32> h_prev,
+                       ffi::ResultBuffer<ffi::F32> c_prev, ffi::ResultBuffer<ffi::F32> activations,
+                       ffi::ResultBuffer<ffi::F32> tanh_c, bool reverse, bool training, bool bf16) {
+  constexpr int NV = kGatedForwardVectors, TU = NV * L;
+  auto dims = projected.dimensions();
+  if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("LSTM: projected must be [T, B, 4H]");
+  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (dims[2] != 4 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H)
+    return shape_error("LSTM: projected [T, B, 4H], weight_hh [4H, H], h0 [B, H] disagree");
+  float* h = h_out->typed_data();
+  float* c = c_out->typed_data();
+  std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
+  std::memcpy(c, c0.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * H * 4 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 4 * NV * L);
+  pack_forward(weight_hh.typed_data(), H, 4, TU, bf16, packed.data);
+  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
+  const float* P = projected.typed_data();
+  const bool* V = valid.typed_data();
+  float* Y = ys->typed_data();
+  float *HP = h_prev->typed_data(), *CP = c_prev->typed_data(), *A = activations->typed_data(),
+        *TC = tanh_c->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+
+  run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, reverse);
+    const float* src = op + (n % 2) * B * H;
+    float* dst = op + ((n + 1) % 2) * B * H;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * H * 4 * TU;
+    tile_gemm<kRowsForward4, 4 * NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * 4 * NV * L, true,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, row = t * B + b;
+        const bool keep = V[row];
+        const float* p = P + row * 4 * H;
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf i = vsigmoid(acc[r][0 * NV + v] + loadn(p + 0 * H + u, m));
+          vf f = vsigmoid(acc[r][1 * NV + v] + loadn(p + 1 * H + u, m));
+          vf g = vtanh(acc[r][2 * NV + v] + loadn(p + 2 * H + u, m));
+          vf o = vsigmoid(acc[r][3 * NV + v] + loadn(p + 3 * H + u, m));
+          vf c_old = loadn(c + b * H + u, m), h_old = loadn(h + b * H + u, m);
+          vf c_new = f * c_old + i * g;
+          vf tc = vtanh(c_new);
+          vf h_new = o * tc;
+          if (training) {
+            float* a = A + row * 4 * H;
+            storen(a + 0 * H + u, i, m);
+            storen(a + 1 * H + u, f, m);
+            storen(a + 2 * H + u, g, m);
+            storen(a + 3 * H + u, o, m);
+            storen(TC + row * H + u, tc, m);
+            storen(HP + row * H + u, h_old, m);
+            storen(CP + row * H + u, c_old, m);
+          }
+          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          vf h_kept = keep ? h_new : h_old;
+          if (keep) {
+            storen(c + b * H + u, c_new, m);
+            storen(h + b * H + u, h_new, m);
+          }
+          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// Backward: the reverse loop carries (dh, dc) and emits each step's gate gradients dgates [T, B, 4H] (zero where
+// not valid), which are the cotangent of `projected`; dh_prev = dgates W_hh (+ dh where not valid).
+ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> activations,
+                        ffi::Buffer<ffi::F32> c_prev, ffi::Buffer<ffi::F32> tanh_c, ffi::Buffer<ffi::PRED> valid,
+                        ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                        ffi::ResultBuffer<ffi::F32> dgates, ffi::ResultBuffer<ffi::F32> dh0,
+                        ffi::ResultBuffer<ffi::F32> dc0, bool reverse, bool bf16) {
+  constexpr int NV = kVectors, TU = NV * L;
+  auto dims = dys.dimensions();
+  if (dims.size() != 3) return shape_error("LSTM backward: dys must be [T, B, H]");
+  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (activations.element_count() != T * B * 4 * H || weight_hh.element_count() != 4 * H * H)
+    return shape_error("LSTM backward: activations [T, B, 4H], weight_hh [4H, H] and dys [T, B, H] disagree");
+  float* dh = dh0->typed_data();
+  float* dc = dc0->typed_data();
+  std::memcpy(dh, dh_final.typed_data(), B * H * sizeof(float));
+  std::memcpy(dc, dc_final.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int64_t GH = 4 * H;
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * GH * TU), operand(2 * B * GH), scratch(int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 4, TU, bf16, packed.data);
+  const float *A = activations.typed_data(), *CP = c_prev.typed_data(), *TC = tanh_c.typed_data(),
+              *DY = dys.typed_data();
+  const bool* V = valid.typed_data();
+  float* DG = dgates->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+
+  // Iteration n < T: (n > 0) dh for the tile's units from the previous step's gate gradients, then the gate
+  // gradients of step t_n. Iteration T: the last GEMM only, giving dh0.
+  run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, !reverse);
+    const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
+    const float* src = op + ((n + 1) % 2) * B * GH;
+    float* dst = op + (n % 2) * B * GH;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * GH * TU;
+    tile_gemm<kRowsBackward, NV>(src, GH, wtile, GH, B, sc + int64_t(tile) * B * NV * L, n > 0,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r;
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf dhv = loadn(dh + b * H + u, m);
+          if (n > 0 && V[t_before * B + b]) dhv = acc[r][v];
+          if (n == T) {
+            storen(dh + b * H + u, dhv, m);
+            continue;
+          }
+          const int64_t row = t * B + b;
+          const bool keep = V[row];
+          const float* a = A + row * GH;
+          vf i = loadn(a + 0 * H + u, m), f = loadn(a + 1 * H + u, m), g = loadn(a + 2 * H + u, m),
+             o = loadn(a + 3 * H + u, m);
+          vf tc = loadn(TC + row * H + u, m), cp = loadn(CP + row * H + u, m);
+          vf dcv = loadn(dc + b * H + u, m);
+          vf dht = dhv + loadn(DY + row * H + u, m);
+          vf dct = dcv + dht * o * (1.0f - tc * tc);
+          vf di = dct * g * i * (1.0f - i), df = dct * cp * f * (1.0f - f), dg = dct * i * (1.0f - g * g),
+             d_o = dht * tc * o * (1.0f - o);
+          if (!keep) di = df = dg = d_o = vf{};
+          float* out = DG + row * GH;
+          float* next = dst + b * GH;
+          storen(out + 0 * H + u, di, m);
+          storen(out + 1 * H + u, df, m);
+          storen(out + 2 * H + u, dg, m);
+          storen(out + 3 * H + u, d_o, m);
+          storen(next + 0 * H + u, bf16 ? round_bf16(di) : di, m);
+          storen(next + 1 * H + u, bf16 ? round_bf16(df) : df, m);
+          storen(next + 2 * H + u, bf16 ? round_bf16(dg) : dg, m);
+          storen(next + 3 * H + u, bf16 ? round_bf16(d_o) : d_o, m);
+          if (keep) storen(dc + b * H + u, dct * f, m);
+          storen(dh + b * H + u, dhv, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// =================================================== GRU ========================================================
+// Forward: r = sigmoid(P_r + h W_hr^T), z = sigmoid(P_z + h W_hz^T), n = tanh(P_n + r (h W_hn^T + b_hn)),
+// h' = n + z (h - n). Saved per step: [r, z, n, h W_hn^T + b_hn] [T, B, 4H] and h_prev.
+ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
+                      ffi::Buffer<ffi::F32> bias_hn, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
+                      ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
+                      ffi::ResultBuffer<ffi::F32> h_prev, ffi::ResultBuffer<ffi::F32> saved, bool reverse,
+                      bool training, bool bf16) {
+  constexpr int NV = kGatedForwardVectors, TU = NV * L;
+  auto dims = projected.dimensions();
+  if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("GRU: projected must be [T, B, 3H]");
+  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (dims[2] != 3 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 3 * H * H ||
+      bias_hn.element_count() != H)
+    return shape_error("GRU: projected [T, B, 3H], weight_hh [3H, H], bias_hn [H], h0 [B, H] disagree");
+  float* h = h_out->typed_data();
+  std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * H * 3 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 3 * NV * L);
+  pack_forward(weight_hh.typed_data(), H, 3, TU, bf16, packed.data);
+  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
+  const float* P = projected.typed_data();
+  const float* BN = bias_hn.typed_data();
+  const bool* V = valid.typed_data();
+  float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *S = saved->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+
+  run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, reverse);
+    const float* src = op + (n % 2) * B * H;
+    float* dst = op + ((n + 1) % 2) * B * H;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * H * 3 * TU;
+    tile_gemm<kRowsForward3, 3 * NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * 3 * NV * L, true,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, row = t * B + b;
+        const bool keep = V[row];
+        const float* p = P + row * 3 * H;
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf rg = vsigmoid(acc[r][0 * NV + v] + loadn(p + 0 * H + u, m));
+          vf zg = vsigmoid(acc[r][1 * NV + v] + loadn(p + 1 * H + u, m));
+          vf hn = acc[r][2 * NV + v] + loadn(BN + u, m);
+          vf ng = vtanh(loadn(p + 2 * H + u, m) + rg * hn);
+          vf h_old = loadn(h + b * H + u, m);
+          vf h_new = ng + zg * (h_old - ng);
+          if (training) {
+            float* s = S + row * 4 * H;
+            storen(s + 0 * H + u, rg, m);
+            storen(s + 1 * H + u, zg, m);
+            storen(s + 2 * H + u, ng, m);
+            storen(s + 3 * H + u, hn, m);
+            storen(HP + row * H + u, h_old, m);
+          }
+          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          vf h_kept = keep ? h_new : h_old;
+          if (keep) storen(h + b * H + u, h_new, m);
+          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// Backward: dn = dh' (1 - z)(1 - n^2), dz = dh' (h - n) z (1 - z), dr = dn hn r (1 - r), with dh' = dh + dy.
+// dprojected = [dr, dz, dn]; drecurrent = [dr, dz, dn r] (the cotangent of h W_hh^T); dh_prev = drecurrent W_hh
+// + dh' z (dh where not valid).
+ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h_prev,
+                       ffi::Buffer<ffi::F32> saved, ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
+                       ffi::Buffer<ffi::F32> dh_final, ffi::ResultBuffer<ffi::F32> dprojected,
+                       ffi::ResultBuffer<ffi::F32> drecurrent, ffi::ResultBuffer<ffi::F32> dh0, bool reverse,
+                       bool bf16) {
+  constexpr int NV = kVectors, TU = NV * L;
+  auto dims = dys.dimensions();
+  if (dims.size() != 3) return shape_error("GRU backward: dys must be [T, B, H]");
+  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (saved.element_count() != T * B * 4 * H || weight_hh.element_count() != 3 * H * H)
+    return shape_error("GRU backward: saved [T, B, 4H], weight_hh [3H, H] and dys [T, B, H] disagree");
+  float* dh = dh0->typed_data();
+  std::memcpy(dh, dh_final.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int64_t GH = 3 * H;
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * GH * TU), operand(2 * B * GH), held(B * H), scratch(int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 3, TU, bf16, packed.data);
+  const float *HP = h_prev.typed_data(), *S = saved.typed_data(), *DY = dys.typed_data();
+  const bool* V = valid.typed_data();
+  float *DP = dprojected->typed_data(), *DR = drecurrent->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+  float* extra = held.data;  // dh' z of the previous step: the part of dh_prev that skips the GEMM
+
+  run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, !reverse);
+    const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
+    const float* src = op + ((n + 1) % 2) * B * GH;
+    float* dst = op + (n % 2) * B * GH;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * GH * TU;
+    tile_gemm<kRowsBackward, NV>(src, GH, wtile, GH, B, sc + int64_t(tile) * B * NV * L, n > 0,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r;
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf dhv = loadn(dh + b * H + u, m);
+          if (n > 0 && V[t_before * B + b]) dhv = acc[r][v] + loadn(extra + b * H + u, m);
+          if (n == T) {
+            storen(dh + b * H + u, dhv, m);
+            continue;
+          }
+          const int64_t row = t * B + b;
+          const bool keep = V[row];
+          const float* s = S + row * 4 * H;
+          vf rg = loadn(s + 0 * H + u, m), zg = loadn(s + 1 * H + u, m), ng = loadn(s + 2 * H + u, m),
+             hn = loadn(s + 3 * H + u, m);
+          vf hp = loadn(HP + row * H + u, m);
+          vf dht = dhv + loadn(DY + row * H + u, m);
+          vf dn = dht * (1.0f - zg) * (1.0f - ng * ng);
+          vf dz = dht * (hp - ng) * zg * (1.0f - zg);
+          vf dr = dn * hn * rg * (1.0f - rg);
+          vf dnr = dn * rg;
+          if (!keep) dn = dz = dr = dnr = vf{};
+          float* outp = DP + row * GH;
+          float* outr = DR + row * GH;
+          float* next = dst + b * GH;
+          storen(outp + 0 * H + u, dr, m);
+          storen(outp + 1 * H + u, dz, m);
+          storen(outp + 2 * H + u, dn, m);
+          storen(outr + 0 * H + u, dr, m);
+          storen(outr + 1 * H + u, dz, m);
+          storen(outr + 2 * H + u, dnr, m);
+          storen(next + 0 * H + u, bf16 ? round_bf16(dr) : dr, m);
+          storen(next + 1 * H + u, bf16 ? round_bf16(dz) : dz, m);
+          storen(next + 2 * H + u, bf16 ? round_bf16(dnr) : dnr, m);
+          storen(extra + b * H + u, dht * zg, m);
+          storen(dh + b * H + u, dhv, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// ============================================== Elman RNN =======================================================
+// Forward: h' = act(P[t] + h W_hh^T), act = tanh or relu. Saved: h' before masking, and h_prev.
+ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
+                      ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> ys,
+                      ffi::ResultBuffer<ffi::F32> h_out, ffi::ResultBuffer<ffi::F32> h_prev,
+                      ffi::ResultBuffer<ffi::F32> h_new_all, bool reverse, bool training, bool bf16, bool relu) {
+  constexpr int NV = kVectors, TU = NV * L;
+  auto dims = projected.dimensions();
+  if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("RNN: projected must be [T, B, H]");
+  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (dims[2] != H || h0.dimensions()[0] != B || weight_hh.element_count() != H * H)
+    return shape_error("RNN: projected [T, B, H], weight_hh [H, H], h0 [B, H] disagree");
+  float* h = h_out->typed_data();
+  std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
+  pack_forward(weight_hh.typed_data(), H, 1, TU, bf16, packed.data);
+  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
+  const float* P = projected.typed_data();
+  const bool* V = valid.typed_data();
+  float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *HN = h_new_all->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+
+  run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, reverse);
+    const float* src = op + (n % 2) * B * H;
+    float* dst = op + ((n + 1) % 2) * B * H;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * H * TU;
+    tile_gemm<kRowsForward1, NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * NV * L, true,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, row = t * B + b;
+        const bool keep = V[row];
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf pre = acc[r][v] + loadn(P + row * H + u, m);
+          vf h_new = relu ? select(pre > 0.0f, pre, vf{}) : vtanh(pre);
+          vf h_old = loadn(h + b * H + u, m);
+          if (training) {
+            storen(HN + row * H + u, h_new, m);
+            storen(HP + row * H + u, h_old, m);
+          }
+          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          vf h_kept = keep ? h_new : h_old;
+          if (keep) storen(h + b * H + u, h_new, m);
+          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// Backward: dpre = (dh + dy) act'(h') (zero where not valid); dh_prev = dpre W_hh (+ dh where not valid).
+ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h_new_all,
+                       ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> dh_final,
+                       ffi::ResultBuffer<ffi::F32> dpre_out, ffi::ResultBuffer<ffi::F32> dh0, bool reverse, bool bf16,
+                       bool relu) {
+  constexpr int NV = kVectors, TU = NV * L;
+  auto dims = dys.dimensions();
+  if (dims.size() != 3) return shape_error("RNN backward: dys must be [T, B, H]");
+  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (h_new_all.element_count() != T * B * H || weight_hh.element_count() != H * H)
+    return shape_error("RNN backward: h_new [T, B, H], weight_hh [H, H] and dys [T, B, H] disagree");
+  float* dh = dh0->typed_data();
+  std::memcpy(dh, dh_final.typed_data(), B * H * sizeof(float));
+  if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
+  const int tiles = num_tiles(H, TU);
+  Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 1, TU, bf16, packed.data);
+  const float *HN = h_new_all.typed_data(), *DY = dys.typed_data();
+  const bool* V = valid.typed_data();
+  float* DPRE = dpre_out->typed_data();
+  const float* W = packed.data;
+  float* op = operand.data;
+  float* sc = scratch.data;  // each tile's partial sums between weight panels
+
+  run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
+    const int64_t t = step_at(n, T, !reverse);
+    const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
+    const float* src = op + ((n + 1) % 2) * B * H;
+    float* dst = op + (n % 2) * B * H;
+    const int64_t u0 = int64_t(tile) * TU;
+    const float* wtile = W + int64_t(tile) * H * TU;
+    tile_gemm<kRowsBackward, NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * NV * L, n > 0,
+                  [&](int b0, auto rows, auto& acc) {
+      constexpr int R = decltype(rows)::value;
+#pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r;
+#pragma GCC unroll 1
+        for (int v = 0; v < NV; ++v) {
+          const int64_t u = u0 + v * L;
+          const int m = static_cast<int>(H - u);
+          if (m <= 0) continue;
+          vf dhv = loadn(dh + b * H + u, m);
+          if (n > 0 && V[t_before * B + b]) dhv = acc[r][v];
+          if (n == T) {
+            storen(dh + b * H + u, dhv, m);
+            continue;
+          }
+          const int64_t row = t * B + b;
+          vf hn = loadn(HN + row * H + u, m);
+          vf derivative = relu ? select(hn > 0.0f, splat(1.0f), vf{}) : 1.0f - hn * hn;
+          vf dpre = V[row] ? (dhv + loadn(DY + row * H + u, m)) * derivative : vf{};
+          storen(DPRE + row * H + u, dpre, m);
+          storen(dst + b * H + u, bf16 ? round_bf16(dpre) : dpre, m);
+          storen(dh + b * H + u, dhv, m);
+        }
+      }
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// The vectorised nonlinearities on their own, for the accuracy test (tests/test_native.py).
+ffi::Error Elementwise(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, int32_t function) {
+  const int64_t count = x.element_count();
+  const float* in = x.typed_data();
+  float* out = y->typed_data();
+  for (int64_t i = 0; i < count; i += L) {
+    const int m = static_cast<int>(std::min<int64_t>(L, count - i));
+    vf v = loadn(in + i, m);
+    vf r = function == 0 ? vsigmoid(v) : function == 1 ? vtanh(v) : function == 2 ? vexp(v) : round_bf16(v);
+    storen(out + i, r, m);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// The exported symbols (setup.py builds with -fvisibility=hidden): the handlers rnnjax/native.py registers.
+#pragma GCC visibility push(default)
+
+extern "C" const char* RnnjaxNativeIsa() { return RNNJAX_ISA; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("training")
+                                  .Attr<bool>("bf16"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmBackward, LstmBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruForward, GruForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("training")
+                                  .Attr<bool>("bf16"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruBackward, GruBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnForward, RnnForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("training")
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnBackward, RnnBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxElementwise, Elementwise,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int32_t>(
+                                  "function"));
+
+#pragma GCC visibility pop
