@@ -53,6 +53,7 @@ DEFAULTS = {
     "scan_modes": ["auto"],
     "backwards": ["auto"],
     "scan_spaces": ["log"],
+    "natives": ["on"],
     "gemm_size": 2048,
     "host_memory": "retain",
 }
@@ -75,6 +76,7 @@ PRESETS = {
         "mode": "both",
         "compare": ["flax", "torch"],
         "scan_modes": ["auto"],
+        "natives": ["on", "off"],  # rnnjax on the native CPU loop where it has one, and rnnjax[xla] beside it
     },
     # What the hand-written backward pass buys, and the training step against Flax and PyTorch (the former
     # benchmarks/train_step.py): rnnjax (backward="auto": the fused path) and rnnjax[autodiff] in every group.
@@ -99,7 +101,8 @@ PRESETS = {
 # On one NVIDIA GPU (benchmarks/gpu_check.sh runs it in float32 and bfloat16): the standard shapes, rnnjax on its
 # GPU path (cudnn or pallas, as `unroll_path` reports) and on its own XLA scan (rnnjax[autodiff]), against Flax and
 # PyTorch's cuDNN modules; a GEMM large enough to find the GPU's ceiling; rounds sized to fit the script's budget.
-PRESETS["gpu"] = dict(PRESETS["standard"], backwards=["auto", "autodiff"], gemm_size=8192, rounds=2, repeats=5)
+PRESETS["gpu"] = dict(PRESETS["standard"], backwards=["auto", "autodiff"], natives=["on"], gemm_size=8192, rounds=2,
+                      repeats=5)
 QUICK_PRESET_SHAPES = {"standard": [(4, 16, 8, 16)], "train-step": [(4, 16, 8, 16)], "gpu": [(4, 16, 8, 16)],
                        "parallel-scan": [(2, t, 8, 8) for t in (8, 16, 32)]}
 CEILING_REPEATS = 5
@@ -115,6 +118,7 @@ class Entry:
     scan_mode: str | None = None
     backward: str = "auto"
     scan_space: str | None = None
+    native: bool = True  # False: traced under rnnjax.native.flags(enabled=False), the XLA paths only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +171,9 @@ def make_parser() -> argparse.ArgumentParser:
                              "autodiff)")
     parser.add_argument("--scan-space", dest="scan_spaces", nargs="+", choices=SCAN_SPACES,
                         help="parallel scan space of the minimal cells, MinGRU/MinLSTM(scan_space=...) (default log)")
+    parser.add_argument("--native", dest="natives", nargs="+", choices=("on", "off"),
+                        help="rnnjax on the native CPU loop (on) and/or on XLA only (off: rnnjax[xla]) (default on; "
+                             "standard preset: on off)")
     parser.add_argument("--gemm-size", type=positive_int, help="n of the large-GEMM ceiling (default 2048)")
     parser.add_argument("--host-memory", choices=("retain", "system"),
                         help="retain (default): rnnjax.train.retain_freed_memory() before anything runs, so that no "
@@ -205,7 +212,7 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
             config[key] = quick[key]
         else:
             config[key] = default
-    for key in ("scan_modes", "backwards", "scan_spaces"):
+    for key in ("scan_modes", "backwards", "scan_spaces", "natives"):
         config[key] = list(dict.fromkeys(config[key]))
     config["preset"] = args.preset
     config["quick"] = args.quick
@@ -263,16 +270,20 @@ def rnnjax_entries(cell: str, name: str, scans: list[str], backwards: list[str],
         for backward in backwards:
             space_varies = has_space and scan != "sequential" and len(spaces) > 1
             for space in (spaces if space_varies else spaces[:1]):
-                tags = [scan] if len(scans) > 1 else []
-                tags += [backward] if len(backwards) > 1 and backward != "auto" else []
-                tags += [space] if space_varies and space != "log" else []
-                entries.append(Entry(cell, tagged(name, tags), scan, backward, space if has_space else None))
+                for native in config["natives"]:
+                    tags = [scan] if len(scans) > 1 else []
+                    tags += [backward] if len(backwards) > 1 and backward != "auto" else []
+                    tags += [space] if space_varies and space != "log" else []
+                    tags += ["xla"] if native == "off" and len(config["natives"]) > 1 else []
+                    entries.append(Entry(cell, tagged(name, tags), scan, backward, space if has_space else None,
+                                         native == "on"))
     return entries
 
 
 def build(entry: Entry, spec: variants.Spec) -> variants.Variant:
     if entry.scan_mode is not None:
-        return variants.rnnjax_variant(spec, entry.scan_mode, entry.name, entry.backward, entry.scan_space)
+        with rnnjax.native.flags(enabled=entry.native):  # the path is chosen when the step is traced, here
+            return variants.rnnjax_variant(spec, entry.scan_mode, entry.name, entry.backward, entry.scan_space)
     return variants.peer_variant(spec, entry.name)
 
 

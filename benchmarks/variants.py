@@ -175,10 +175,11 @@ def make_rnnjax_cell(cell: str, hidden_size: int, dtype: str, scan_space: str | 
 
 def rnnjax_paths(cell, params, xs, scan_mode: str, backward: str = "auto") -> dict:
     """Which path `unroll(cell, params, xs, scan=scan_mode, backward=backward)` runs, as the library reports it
-    (`rnnjax.unroll_path`: "parallel", "fused" = the sequential scan with the hand-written backward pass, or
-    "sequential" = autodiff of the plain `lax.scan`), and `custom_backward` = whether that is the fused path."""
+    (`rnnjax.unroll_path`: "parallel", "native" = the C++ loop of `rnnjax.native`, "fused" = the sequential scan
+    with the hand-written backward pass, or "sequential" = autodiff of the plain `lax.scan`), and `custom_backward`
+    = whether that path differentiates itself."""
     path = rnnjax.unroll_path(cell, params, xs, scan=scan_mode, backward=backward)
-    return {"path": path, "custom_backward": path in ("fused", "cudnn", "pallas")}  # the GPU kernels' own VJPs
+    return {"path": path, "custom_backward": path in ("native", "fused", "cudnn", "pallas")}  # each its own VJP
 
 
 def rnnjax_variant(spec: Spec, scan_mode: str, name: str = "rnnjax", backward: str = "auto",

@@ -52,8 +52,9 @@ from rnnjax.losses import mean_squared_error
 # The error a value check (ids, labels, lengths out of range) raises from inside a jitted step.
 from rnnjax._checks import InvalidInputError
 
-# Topic namespaces.
+# Topic namespaces, and the switch of the native CPU loop (`rnnjax.native`, as `torch.backends.mkldnn`).
 from rnnjax import models
+from rnnjax import native
 from rnnjax import train
 
 __version__ = "0.1.0"
@@ -91,6 +92,7 @@ __all__ = [
     "mean_absolute_error",
     "mean_squared_error",
     "models",
+    "native",
     "parallel_memory_bytes",
     "to_torch_state_dict",
     "train",

@@ -11,7 +11,9 @@ C++ through `jax.ffi` (csrc/native_recurrence.cc, built at `pip install`), which
 
 The extension is built twice, for AVX-512 (16 float lanes) and for AVX2 with FMA (8 lanes), and the library the
 CPU can run is loaded on first use (`isa()` says which). Without either (another architecture, a failed build,
-`RNNJAX_NATIVE=0` in the environment) `unroll` runs the XLA paths and one line is logged, never an error. The
+`RNNJAX_NATIVE=0` in the environment) `unroll` runs the XLA paths and one line is logged, never an error.
+`RNNJAX_NATIVE_LIBRARY=/path/to/lib.so` loads another build instead (csrc/sanitize.sh runs the tests on an
+AddressSanitizer/UBSan build that way). The
 same Python API on GPU and TPU keeps using XLA (or the GPU kernels of `rnnjax._gpu`).
 
 What it computes is exactly `rnnjax._fused`'s recurrence (the same equations, packed-sequence masking, reverse,
@@ -34,6 +36,9 @@ import platform
 import jax
 
 logger = logging.getLogger("rnnjax")
+
+__all__ = ["BUILDS", "TARGETS", "find_build", "flags", "is_available", "is_enabled", "isa", "set_enabled",
+           "unavailable_reason"]
 
 # FFI target name -> the symbol the library exports (csrc/native_recurrence.cc).
 TARGETS = {
@@ -83,7 +88,11 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     """(the loaded library, its ISA), or (None, why not). Registers the FFI targets once per process."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None, f"no native build for {platform.machine()} (x86-64 only)"
-    path, isa = find_build(pathlib.Path(__file__).parent, _cpu_flags())
+    override = os.environ.get("RNNJAX_NATIVE_LIBRARY")  # a library built elsewhere (csrc/sanitize.sh's ASan build)
+    if override:
+        path, isa = pathlib.Path(override), "custom"
+    else:
+        path, isa = find_build(pathlib.Path(__file__).parent, _cpu_flags())
     if path is None:
         return None, isa
     try:
@@ -112,7 +121,7 @@ def unavailable_reason() -> str | None:
 
 
 def isa() -> str | None:
-    """"avx512" or "avx2": the build that was loaded (None when none was)."""
+    """"avx512" or "avx2": the build that was loaded ("custom" for `RNNJAX_NATIVE_LIBRARY`; None when none was)."""
     library, name = _load()
     return name if library is not None else None
 

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMESPACES = {"rnnjax": "api/rnnjax.md", "rnnjax.train": "api/train.md", "rnnjax.models": "api/models.md",
-              "rnnjax.nnx": "api/nnx.md"}
+              "rnnjax.nnx": "api/nnx.md", "rnnjax.native": "api/native.md"}
 
 
 def public_names(namespace: str) -> list[str]:

@@ -13,12 +13,20 @@ from helpers import FAST_COMPILE
 from helpers import assert_trees_close
 from helpers import random_like
 
-from rnnjax import GRU, LSTM, MinGRU, SimpleRNN, unroll, unroll_path
+from rnnjax import GRU, LSTM, MinGRU, SimpleRNN, native, unroll, unroll_path
 from rnnjax._fused import fused_unroll
 from rnnjax._fused import scan_recurrence
 from rnnjax._fused import supports_fused
 
 CELLS = [LSTM(5), GRU(5), SimpleRNN(5), SimpleRNN(5, activation="relu")]
+
+
+@pytest.fixture(autouse=True)
+def xla_only():
+    """The fused XLA path itself, not the native CPU loop that `unroll` prefers where it is built
+    (tests/test_native.py holds that one to the same checks)."""
+    with native.flags(enabled=False):
+        yield
 TIME, BATCH, FEATURES = 6, 3, 4
 
 

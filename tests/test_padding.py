@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import CLASSIC_PATH
 from helpers import FAST_COMPILE, assert_trees_close, every_cell, random_like
 from rnnjax import RNN, Bidirectional, Recurrent, Stack, unroll, unroll_path
 
@@ -23,7 +24,7 @@ LENGTHS = (5, 0, 2)  # full, empty, partial
 CELLS = every_cell(HIDDEN)
 # cell -> {backward: the path `unroll` takes}: the classic cells run the fused custom VJP or plain autodiff.
 PATHS = {name: ({"auto": "parallel"} if "parallel" in name else {"auto": "sequential"} if "min" in name else
-                {"auto": "fused", "autodiff": "sequential"}) for name in CELLS}
+                {"auto": CLASSIC_PATH, "autodiff": "sequential"}) for name in CELLS}
 
 
 def padded(xs, value):

@@ -11,6 +11,7 @@ import pytest
 from jax.experimental import checkify
 from jax.test_util import check_grads
 
+from helpers import CLASSIC_PATH
 from helpers import FAST_COMPILE, assert_trees_close, every_cell
 from rnnjax import GRU, unroll
 from rnnjax.minimal_cells import MinGRU
@@ -19,7 +20,7 @@ from rnnjax.time_loop import PARALLEL_ARRAYS_PER_STEP, parallel_memory_bytes, un
 BATCH, TIME, INPUT, HIDDEN = 3, 6, 3, 4
 LENGTHS = (6, 0, 4)  # full, empty, partial
 CELLS = every_cell(HIDDEN)
-EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" if "min" in name else "fused"
+EXPECTED_PATH = {name: "parallel" if "parallel" in name else "sequential" if "min" in name else CLASSIC_PATH
                  for name in CELLS}
 
 
@@ -230,7 +231,7 @@ def test_bad_input_is_reported_at_trace_time_under_jit(key):
 def test_each_cell_runs_its_expected_path(name, key):
     cell, params, xs, _ = setup(name, key)
     assert unroll_path(cell, params, xs) == EXPECTED_PATH[name]
-    sequential = "fused" if EXPECTED_PATH[name] == "fused" else "sequential"
+    sequential = CLASSIC_PATH if EXPECTED_PATH[name] == CLASSIC_PATH else "sequential"
     assert unroll_path(cell, params, xs, scan="sequential") == sequential
     assert unroll_path(cell, params, xs, scan="sequential", backward="autodiff") == "sequential"
     shapes = jax.eval_shape(lambda: (params, xs))  # shapes and dtypes are enough, nothing is computed
@@ -248,7 +249,7 @@ def test_auto_mode_switches_at_the_cells_parallel_min_length(key):
     assert unroll_path(MinGRU(HIDDEN), params, long_min_xs) == expected
     long_xs = jax.ShapeDtypeStruct((BATCH, 10**6, INPUT), jnp.float32)
     _, gru_params, _, _ = setup("gru", key)
-    assert unroll_path(GRU(HIDDEN), gru_params, long_xs) == "fused"  # not linear in its carry: never parallel
+    assert unroll_path(GRU(HIDDEN), gru_params, long_xs) == CLASSIC_PATH  # not linear in its carry: never parallel
     # time-major and unbatched shapes count the time axis, not the batch
     assert unroll_path(MinGRU(HIDDEN, parallel_min_length=TIME), params, jnp.swapaxes(xs, 0, 1),
                        time_major=True) == "parallel"

@@ -9,6 +9,7 @@ import os
 
 import jax
 import pytest
+from helpers import CLASSIC_PATH
 
 import rnnjax
 from benchmarks import environment, flops, measure, run, variants
@@ -48,7 +49,7 @@ def test_cli_end_to_end_train_and_infer(tmp_path, capsys):
             for ratio in row["speedup_vs"].values():
                 assert len(ratio["per_round"]) == 1 and ratio["median"] > 0
             # what rnnjax.unroll_path reports: the hand-written backward pass for LSTM/GRU, plain lax.scan else
-            assert row["info"]["path"] == ("sequential" if row["cell"] == "mingru" else "fused")
+            assert row["info"]["path"] == ("sequential" if row["cell"] == "mingru" else CLASSIC_PATH)
             assert row["info"]["unroll"] == 1 and row["info"]["matmul_dtype"] is None
             assert row["info"]["backward"] == "auto" and row["info"]["scan_mode"] == "auto"
             assert row["info"]["scan_space"] == ("log" if row["cell"] == "mingru" else None)
@@ -173,7 +174,7 @@ def test_rnnjax_variant_records_the_path_unroll_path_reports():
     params = jax.eval_shape(lambda: rnnjax.make_cell("gru", 5).init(jax.random.key(0), 4))
     xs = jax.ShapeDtypeStruct((2, 3, 4), "float32")
     gru = rnnjax.make_cell("gru", 5)
-    assert variants.rnnjax_paths(gru, params, xs, "auto") == {"path": "fused", "custom_backward": True}
+    assert variants.rnnjax_paths(gru, params, xs, "auto") == {"path": CLASSIC_PATH, "custom_backward": True}
     assert variants.rnnjax_paths(gru, params, xs, "auto", "autodiff") == {"path": "sequential",
                                                                           "custom_backward": False}
     for spec, scan, backward, reason in [

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 
 import pytest
+from helpers import CLASSIC_PATH
 
 from benchmarks import gpu_check, run
 from rnnjax import _gpu
@@ -39,7 +40,7 @@ def test_the_script_runs_parity_then_the_gpu_preset_in_both_dtypes(tmp_path):
 def test_the_gpu_preset_runs_end_to_end(tmp_path):
     results = run.main(["--preset", "gpu", "--quick", "--cells", "gru", "--mode", "train", "--shapes", "2,3,4,5",
                         "--compare", "--out", str(tmp_path), *TINY])
-    assert [(r["variant"], r["info"]["path"]) for r in results["rows"]] == [("rnnjax", "fused"),
+    assert [(r["variant"], r["info"]["path"]) for r in results["rows"]] == [("rnnjax", CLASSIC_PATH),
                                                                            ("rnnjax[autodiff]", "sequential")]
     assert all(r["pct_of_gemm_ceiling"] > 0 for r in results["rows"])  # each variant's fraction of the ceiling
     assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").exists()

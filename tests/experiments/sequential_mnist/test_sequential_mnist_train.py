@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import rnnjax
+from helpers import CLASSIC_PATH
 from helpers import write_mnist_fixture
 from experiments.sequential_mnist import train as smnist
 
@@ -60,7 +61,7 @@ def test_quick_run_on_a_fixture(tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert {"accuracy.png", "gradient_norms.png"} <= {p.name for p in run.iterdir()}
     saved = json.loads((run / "irnn" / "result.json").read_text())
-    assert len(saved["gradient_norms"]["trained"]) == 784 and saved["path"] == "fused"
+    assert len(saved["gradient_norms"]["trained"]) == 784 and saved["path"] == CLASSIC_PATH
     assert json.loads((run / "irnn" / "config.json").read_text())["run"]["train_examples"] == 32
 
 
