@@ -113,6 +113,8 @@ def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = Fals
     """Which path `unroll(cell, params, xs, scan=..., time_major=..., carry=..., remat=..., backward=...)` runs:
 
     - "parallel": `lax.associative_scan` (cells linear in their carry);
+    - "native": on CPU, the same cells and conditions as "fused" in float32, with the whole loop in C++
+      (`rnnjax.native`: the extension built at install time, enabled, at least one step and one sequence);
     - "fused": the sequential scan with the hand-written forward/backward pass of `rnnjax._fused`, taken when the
       cell's class declares a `fused_recurrence` kernel, params and carry share one float32/float64 dtype,
       `remat` is off and `backward` is not "autodiff";
@@ -131,8 +133,12 @@ def unroll_path(cell, params, xs, *, scan: str = "auto", time_major: bool = Fals
     >>> cell = MinGRU(8, parallel_min_length=512)
     >>> unroll_path(cell, params, xs), unroll_path(cell, params, xs, scan="sequential")
     ('parallel', 'sequential')
+    >>> import rnnjax
     >>> lstm_params = jax.eval_shape(lambda: LSTM(8).init(jax.random.key(0), 3))
-    >>> unroll_path(LSTM(8), lstm_params, xs), unroll_path(LSTM(8), lstm_params, xs, backward="autodiff")
+    >>> unroll_path(LSTM(8), lstm_params, xs) == ("native" if rnnjax.native.is_enabled() else "fused")
+    True
+    >>> with rnnjax.native.flags(enabled=False):
+    ...     unroll_path(LSTM(8), lstm_params, xs), unroll_path(LSTM(8), lstm_params, xs, backward="autodiff")
     ('fused', 'sequential')
     """
     if len(xs.shape) not in (2, 3):
