@@ -16,9 +16,9 @@ fi
 g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
   -fPIC -shared -Wno-attributes -isystem "$include" "${isa[@]}" csrc/native_recurrence.cc -o "$build/native_asan.so"
 # Python itself is not instrumented: the runtime goes first, leak checking is off (the interpreter keeps its
-# allocations to exit), and the test file runs in this one process.
+# allocations to exit), and the test file runs in this one process (no pytest-xdist workers: addopts cleared).
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export RNNJAX_NATIVE_LIBRARY="$build/native_asan.so"
-python -m pytest tests/test_native.py -p no:xdist -p no:cacheprovider -q -k "not built_library and not find_build"
+python -m pytest tests/test_native.py -o addopts= -p no:cacheprovider -q -k "not built_library and not find_build"
 echo "native extension: tests clean under AddressSanitizer + UBSan ($build/native_asan.so)"
