@@ -353,6 +353,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("LSTM: projected must be [T, B, 4H]");
   const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (dims[2] != 4 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H)
     return shape_error("LSTM: projected [T, B, 4H], weight_hh [4H, H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
@@ -435,6 +436,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("LSTM backward: dys must be [T, B, H]");
   const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (activations.element_count() != T * B * 4 * H || weight_hh.element_count() != 4 * H * H)
     return shape_error("LSTM backward: activations [T, B, 4H], weight_hh [4H, H] and dys [T, B, H] disagree");
   float* dh = dh0->typed_data();
@@ -523,6 +525,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("GRU: projected must be [T, B, 3H]");
   const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (dims[2] != 3 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 3 * H * H ||
       bias_hn.element_count() != H)
     return shape_error("GRU: projected [T, B, 3H], weight_hh [3H, H], bias_hn [H], h0 [B, H] disagree");
@@ -597,6 +600,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("GRU backward: dys must be [T, B, H]");
   const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (saved.element_count() != T * B * 4 * H || weight_hh.element_count() != 3 * H * H)
     return shape_error("GRU backward: saved [T, B, 4H], weight_hh [3H, H] and dys [T, B, H] disagree");
   float* dh = dh0->typed_data();
@@ -681,6 +685,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("RNN: projected must be [T, B, H]");
   const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (dims[2] != H || h0.dimensions()[0] != B || weight_hh.element_count() != H * H)
     return shape_error("RNN: projected [T, B, H], weight_hh [H, H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
@@ -742,6 +747,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("RNN backward: dys must be [T, B, H]");
   const int64_t T = dims[0], B = dims[1], H = dims[2];
+  if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (h_new_all.element_count() != T * B * H || weight_hh.element_count() != H * H)
     return shape_error("RNN backward: h_new [T, B, H], weight_hh [H, H] and dys [T, B, H] disagree");
   float* dh = dh0->typed_data();

@@ -147,6 +147,9 @@ def native_recurrence(cell, params, projected, carry, valid, reverse: bool):
     """`(final_carry, ys)` of `cell` over `projected` `[time, batch, G*H]` from `carry` (module docstring)."""
     time, batch = projected.shape[:2]
     valid = jnp.ones((time, batch), bool) if valid is None else valid.astype(bool)
+    if valid.shape != (time, batch):  # the C++ loop reads valid[t, b] for every step and sequence
+        raise ValueError(f"valid must be [time, batch] = {(time, batch)} like projected's leading axes, got "
+                         f"{tuple(valid.shape)}")
     bf16 = cell.matmul_dtype is not None
     kernel = type(cell).fused_recurrence
     if kernel == "lstm":

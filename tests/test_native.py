@@ -160,7 +160,7 @@ def test_bfloat16_operands_match_the_fused_path(cell, key):
 def test_results_do_not_depend_on_the_thread_count(cell, key, monkeypatch):
     """`RNNJAX_NATIVE_THREADS` is read per call; every tile is computed the same way on any thread, so one thread
     and the whole pool give bit-identical outputs and gradients (H = 70: five tiles, split unevenly)."""
-    params, xs, carry, valid = case(cell, key, time=9, batch=7)
+    params, xs, carry, valid = case(cell, key, time=9, batch=7, lengths=(9, 0, 3, 5, 1, 9, 8))
     grad = make_loss(native_recurrence, cell, valid, True)
     results = []
     for threads in ("1", "2", "3", ""):
@@ -227,3 +227,10 @@ def test_the_built_library_is_the_one_setup_py_names():
     assert native.isa() in ("avx512", "avx2")
     assert sorted(path.name.split(".")[0] for path in here.glob("_native_*.so")) == ["_native_avx2", "_native_avx512"]
     assert os.environ.get("RNNJAX_NATIVE", "1") != "0"
+
+
+def test_a_mask_of_the_wrong_shape_is_refused(key):
+    cell = LSTM(8)
+    params, xs, carry, _ = case(cell, key, lengths=None)
+    with pytest.raises(ValueError, match=r"valid must be \[time, batch\] = \(7, 5\) .* got \(7, 4\)"):
+        native_recurrence(cell, params, cell.project_inputs(params, xs), carry, jnp.ones((7, 4), bool), False)
