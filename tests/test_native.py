@@ -133,7 +133,9 @@ def test_unroll_takes_the_native_path_in_bidirectional_stacks_and_matches_autodi
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
 
     (value, grads), (expected_value, expected_grads) = run(False), run(True)
-    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    # A sum over two stacked levels of outputs and carries: float32 rounding of its terms reaches ~2e-6 relative
+    # (seen with the -O1 sanitizer build, whose FMA contraction differs from the -O3 one).
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     assert_trees_close(grads, expected_grads, atol=1e-5, rtol=1e-5)
 
 
