@@ -3,7 +3,7 @@
 # builds csrc/native_recurrence.cc with both sanitizers (AVX-512 if the CPU has it, else AVX2), loads that build in
 # place of the installed one (RNNJAX_NATIVE_LIBRARY) and runs tests/test_native.py. Any out-of-bounds access,
 # use-after-free or undefined behaviour aborts the run. Usage, from the repository root, in the project's
-# environment: bash csrc/sanitize.sh   (about 2 minutes on 2 cores)
+# environment: bash csrc/sanitize.sh   (about 5 minutes on 2 cores: 2 to build, 3 to test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="$(mktemp -d)"
