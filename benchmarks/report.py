@@ -316,7 +316,10 @@ def _panels(plt, count: int):
 
 def _speedup_panel(ax, cell: str, mode: str, selected: list[dict]) -> None:
     shapes = list(dict.fromkeys(r["shape"] for r in selected))
-    pairs = list(dict.fromkeys((r["variant"], other) for r in selected for other in r.get("speedup_vs", {})))
+    pairs = []
+    for pair in dict.fromkeys((r["variant"], other) for r in selected for other in r.get("speedup_vs", {})):
+        if pair[::-1] not in pairs:  # rnnjax vs rnnjax[xla] is drawn once, not again as its inverse
+            pairs.append(pair)
     width = 0.8 / len(pairs)
     for k, (variant, other) in enumerate(pairs):
         for r in selected:

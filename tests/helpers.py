@@ -5,6 +5,7 @@ import struct
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import native
@@ -102,3 +103,29 @@ def write_mnist_fixture(folder, monkeypatch, count: int = 100):
         data = gzip.compress(mnist.encode_idx(arrays[key.split("_")[1]]), mtime=0)
         (folder / file.name).write_bytes(data)
         monkeypatch.setitem(mnist.FILES, key, DataFile(file.name, "", hashlib.sha256(data).hexdigest()))
+
+
+def autodiff_recurrence(cell, params, projected, carry, valid, reverse):
+    """The reference every fast path is held to: `lax.scan` over `cell.recurrent_step` with packed-sequence
+    masking by `valid` `[time, batch]` (None: every step valid), differentiated by autodiff."""
+    def step(carry, inputs):
+        projected_x, valid_t = inputs
+        new_carry, y = cell.recurrent_step(params, carry, projected_x)
+        if valid_t is not None:
+            new_carry = jax.tree.map(lambda new, old: jnp.where(valid_t[:, None], new, old), new_carry, carry)
+            y = jnp.where(valid_t[:, None], y, jnp.zeros_like(y))
+        return new_carry, y
+
+    return jax.lax.scan(step, carry, (projected, valid), reverse=reverse)
+
+
+def make_loss(recurrence, cell, valid, reverse):
+    """Jitted value-and-grad (params, xs, carry) of a loss over `recurrence(cell, params, projected, carry, valid,
+    reverse)`'s outputs and final carry."""
+    def loss(params, xs, carry):
+        final_carry, ys = recurrence(cell, params, cell.project_inputs(params, xs), carry, valid, reverse)
+        # Distinct weights per output and cos of the final carry: every cotangent is non-trivial.
+        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final_carry))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), compiler_options=FAST_COMPILE)

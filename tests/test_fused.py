@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import FAST_COMPILE
+from helpers import autodiff_recurrence
+from helpers import make_loss
 from helpers import assert_trees_close
 from helpers import random_like
 
@@ -28,28 +30,6 @@ def xla_only():
     with native.flags(enabled=False):
         yield
 TIME, BATCH, FEATURES = 6, 3, 4
-
-
-def autodiff_recurrence(cell, params, projected, carry, valid, reverse):
-    def step(carry, inputs):
-        projected_x, valid_t = inputs
-        new_carry, y = cell.recurrent_step(params, carry, projected_x)
-        if valid_t is not None:
-            new_carry = jax.tree.map(lambda new, old: jnp.where(valid_t[:, None], new, old), new_carry, carry)
-            y = jnp.where(valid_t[:, None], y, jnp.zeros_like(y))
-        return new_carry, y
-
-    return jax.lax.scan(step, carry, (projected, valid), reverse=reverse)
-
-
-def make_loss(recurrence, cell, valid, reverse):
-    def loss(params, xs, carry):
-        final_carry, ys = recurrence(cell, params, cell.project_inputs(params, xs), carry, valid, reverse)
-        # Distinct weights per output and cos of the final carry: every cotangent is non-trivial.
-        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final_carry))
-
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), compiler_options=FAST_COMPILE)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda cell: f"{type(cell).__name__}{getattr(cell, 'activation', '')}")

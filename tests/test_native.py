@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FAST_COMPILE
+from helpers import autodiff_recurrence
+from helpers import make_loss
 from helpers import assert_trees_close
 from helpers import random_like
 
@@ -26,27 +27,6 @@ CELLS = [LSTM(37), GRU(37), SimpleRNN(37), SimpleRNN(37, activation="relu")]
 CELL_IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 TIME, BATCH, FEATURES = 7, 5, 4
 LENGTHS = (7, 0, 3, 5, 1)  # full, empty and partial sequences
-
-
-def autodiff_recurrence(cell, params, projected, carry, valid, reverse):
-    def step(carry, inputs):
-        projected_x, valid_t = inputs
-        new_carry, y = cell.recurrent_step(params, carry, projected_x)
-        if valid_t is not None:
-            new_carry = jax.tree.map(lambda new, old: jnp.where(valid_t[:, None], new, old), new_carry, carry)
-            y = jnp.where(valid_t[:, None], y, jnp.zeros_like(y))
-        return new_carry, y
-
-    return jax.lax.scan(step, carry, (projected, valid), reverse=reverse)
-
-
-def make_loss(recurrence, cell, valid, reverse):
-    def loss(params, xs, carry):
-        final_carry, ys = recurrence(cell, params, cell.project_inputs(params, xs), carry, valid, reverse)
-        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)  # every cotangent distinct
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final_carry))
-
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), compiler_options=FAST_COMPILE)
 
 
 def case(cell, key, time=TIME, batch=BATCH, features=FEATURES, lengths=LENGTHS):
