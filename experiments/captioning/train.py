@@ -63,20 +63,20 @@ class Config:
     dropout_rate: float = 0.0  # decoder dropout (embeddings, before the output layer)
     label_smoothing: float = 0.0  # of the cross-entropy targets
     batch_size: int = 64  # canvases per step
-    steps: int = 2000  # training steps
+    steps: int = 8000  # training steps (the test targets were met at 8000: experiments/README.md)
     learning_rate: float = 2e-3  # Adam peak rate (cosine decay to 0)
     max_grad_norm: float = 5.0  # global-norm clip
     validation_size: int = 5000  # training digits held out for the validation canvases
     valid_canvases: int = 500  # validation canvases (scored every eval_every steps)
     test_canvases: int = 1000  # test canvases per digit count (2, 3, 4, 5)
-    eval_every: int = 500  # steps between validations
+    eval_every: int = 1000  # steps between validations (the best one is kept)
     beam_size: int = 1  # > 1: also score beam search on the test canvases
     figure_examples: int = 4  # test canvases in attention.png (one per digit count first)
     data_dir: str = ""  # the MNIST .gz files (or ../shared/data); empty: download-and-verify into the cache
     seed: int = 0  # PRNG seed: init and the train canvases
     data_seed: int = 0  # the validation and test canvases' seed
     run_dir: str = "runs/captioning"  # output directory
-    log_every: int = 100  # steps between train metric lines
+    log_every: int = 500  # steps between train metric lines
     max_train_digits: int = 0  # use only the first N training digits (0: all; smoke runs)
 
     def __post_init__(self):
