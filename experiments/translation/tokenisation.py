@@ -24,6 +24,7 @@ import pathlib
 from collections.abc import Iterable, Sequence
 
 from rnnjax import _checks
+from rnnjax.train.run_files import write_text_atomic
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -75,7 +76,7 @@ class Vocabulary:
         return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:16]
 
     def save(self, path: str | pathlib.Path) -> None:
-        pathlib.Path(path).write_text(json.dumps({"tokens": list(self.tokens)}, ensure_ascii=False))
+        write_text_atomic(path, json.dumps({"tokens": list(self.tokens)}, ensure_ascii=False))
 
 
 class MosesTokenizer:

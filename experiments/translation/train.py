@@ -44,6 +44,7 @@ from experiments.translation.tokenisation import BOS, EOS, TOKENIZERS, MosesToke
 from rnnjax import _checks
 from rnnjax.models import decoding
 from rnnjax.models.seq2seq import Seq2Seq, sequence_loss
+from rnnjax.train.run_files import write_text_atomic
 
 DATASETS = ("cldr_dates", "multi30k")
 ATTENTIONS = ("none", "additive", "dot", "general")
@@ -368,7 +369,7 @@ def train(config: Config) -> dict:
     for name in test_names:
         nll, tokens = teacher_forced_nll(model, best["params"], eval_batches[name])
         outputs, hypotheses = decode_split(best["params"], name, config.beam_size)
-        (run_dir / f"translations.{name}.txt").write_text("\n".join(hypotheses) + "\n")
+        write_text_atomic(run_dir / f"translations.{name}.txt", "\n".join(hypotheses) + "\n")
         free_nll, _ = free_running_nll(model, best["params"], eval_batches[name])
         results[name] = {"perplexity": round(metrics.perplexity(nll, tokens), 2), "target_tokens": tokens,
                          "free_running_perplexity": round(metrics.perplexity(free_nll, tokens), 2),
@@ -396,17 +397,19 @@ def train(config: Config) -> dict:
                "select_on": config.select_on, "train_seconds": round(train_seconds, 1),
                "wall_seconds": round(time.perf_counter() - started, 1), "steps": fit_summary["steps"],
                "parameters": run_config["parameters"], "vocabulary": run_config["vocabulary"], "test": results}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     for name, result in results.items():
         print(f"{name} ({decoder}, epoch {best['epoch']}): sacreBLEU {result['sacrebleu']:.2f} "
               f"[{result['sacrebleu_signature']}], tokenised lower-cased BLEU {result['tokenised_bleu']:.2f}, "
-              f"perplexity {result['perplexity']:.2f} (free-running, the tutorials' protocol: "
+              f"perplexity {result['perplexity']:.2f} teacher-forced (free-running, the tutorials' protocol: "
               f"{result['free_running_perplexity']:.2f})")
         for example in result.get("examples", ()):
             print(f"  source:    {example['source_text']}\n  reference: {example['reference']}\n"
                   f"  output:    {example['output_text']}")
+    written = ["summary.json"] + (["attention.png"] if (run_dir / "attention.png").exists() else []) + [
+        "translations.*.txt"]
     print(f"train {train_seconds:.0f} s, total {summary['wall_seconds']:.0f} s; run directory: {run_dir} "
-          f"(summary.json, attention.png, translations.*.txt)")
+          f"({', '.join(written)})")
     return summary
 
 
