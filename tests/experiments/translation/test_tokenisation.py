@@ -1,5 +1,7 @@
 """Translation tokenisers and vocabularies: specials first, min count, deterministic ids, exact BPE round trips."""
 
+import json
+
 import pytest
 
 from experiments.translation.tokenisation import (
@@ -16,6 +18,24 @@ def test_vocabulary_orders_by_count_then_token_and_keeps_specials_first():
         Vocabulary(("a", "b", "c", "d"))
     with pytest.raises(ValueError, match="min_freq must be >= 1"):
         Vocabulary.build([["a"]], min_freq=0)
+
+
+def test_vocabulary_save_is_atomic(tmp_path, monkeypatch):
+    from rnnjax.train import run_files
+
+    path = tmp_path / "vocabulary.target.json"
+    Vocabulary.build([["straße", "b"]]).save(path)
+    assert json.loads(path.read_text(encoding="utf-8"))["tokens"] == list(SPECIALS) + ["b", "straße"]
+    before = path.read_bytes()
+
+    def fail(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_files.os, "fsync", fail)
+    with pytest.raises(run_files.RunFileWriteError, match=r"vocabulary\.target\.json': No space left on device"):
+        Vocabulary.build([["c"]]).save(path)
+    assert path.read_bytes() == before  # the previous vocabulary stays whole
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
 
 def test_moses_splits_punctuation_keeps_ampersands_and_lowercases():
