@@ -327,13 +327,14 @@ def train(config: Config) -> dict:
 
     def evaluate(params):
         nll, tokens = teacher_forced_nll(model, params, eval_batches["val"])
-        scores = {"val_loss": nll / tokens, "val_perplexity": metrics.perplexity(nll, tokens)}
+        # "valid_" names, so the run files' plots put the validation loss on the training token_loss curve.
+        scores = {"valid_loss": nll / tokens, "valid_perplexity": metrics.perplexity(nll, tokens)}
         if config.select_on == "bleu":
             _, hypotheses = decode_split(params, "val", 1)
-            scores["val_sacrebleu"] = metrics.sacre_bleu(hypotheses, splits["val"].target, config.lowercase)[0]
-            value = -scores["val_sacrebleu"]
+            scores["valid_sacrebleu"] = metrics.sacre_bleu(hypotheses, splits["val"].target, config.lowercase)[0]
+            value = -scores["valid_sacrebleu"]
         else:
-            value = scores["val_loss"]
+            value = scores["valid_loss"]
         if best["value"] is None or value < best["value"]:  # ties keep the earlier epoch
             best.update(value=value, epoch=epoch_counter[0], params=jax.device_get(params))
         epoch_counter[0] += 1
@@ -366,6 +367,7 @@ def train(config: Config) -> dict:
                                  {"epoch": best["epoch"], "select_on": config.select_on})
     decoder = "greedy" if config.beam_size == 1 else f"beam {config.beam_size}, length penalty {config.length_penalty}"
     results = {}
+    written = {"summary.json": True, "attention.png": False, "translations.*.txt": True}  # the final line's list
     for name in test_names:
         nll, tokens = teacher_forced_nll(model, best["params"], eval_batches[name])
         outputs, hypotheses = decode_split(best["params"], name, config.beam_size)
@@ -390,6 +392,7 @@ def train(config: Config) -> dict:
                 examples.append(example)
             results[name]["examples"] = [{k: v for k, v in e.items() if k != "attention"} for e in examples]
             if examples and "attention" in examples[0]:
+                written["attention.png"] = True
                 plots.plot_attention(examples, run_dir / "attention.png",
                                      f"{record['name']} {name} {config.src}->{config.tgt}: attention of "
                                      f"{decoder} output (epoch {best['epoch']})")
@@ -406,10 +409,8 @@ def train(config: Config) -> dict:
         for example in result.get("examples", ()):
             print(f"  source:    {example['source_text']}\n  reference: {example['reference']}\n"
                   f"  output:    {example['output_text']}")
-    written = ["summary.json"] + (["attention.png"] if (run_dir / "attention.png").exists() else []) + [
-        "translations.*.txt"]
     print(f"train {train_seconds:.0f} s, total {summary['wall_seconds']:.0f} s; run directory: {run_dir} "
-          f"({', '.join(written)})")
+          f"({', '.join(name for name, done in written.items() if done)})")
     return summary
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from experiments.translation.tokenisation import (
     BOS, EOS, PAD, SPECIALS, UNK, BPETokenizer, MosesTokenizer, Vocabulary, make_tokenizer)
+from rnnjax.train import run_files
 
 
 def test_vocabulary_orders_by_count_then_token_and_keeps_specials_first():
@@ -21,8 +22,6 @@ def test_vocabulary_orders_by_count_then_token_and_keeps_specials_first():
 
 
 def test_vocabulary_save_is_atomic(tmp_path, monkeypatch):
-    from rnnjax.train import run_files
-
     path = tmp_path / "vocabulary.target.json"
     Vocabulary.build([["straße", "b"]]).save(path)
     assert json.loads(path.read_text(encoding="utf-8"))["tokens"] == list(SPECIALS) + ["b", "straße"]

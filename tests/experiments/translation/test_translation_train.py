@@ -11,6 +11,7 @@ from experiments.translation import train as translation
 from experiments.translation.tokenisation import BOS, EOS
 from rnnjax.models import decoding
 from rnnjax.models.seq2seq import Seq2Seq
+from rnnjax.train import run_files
 
 
 def test_quick_run_writes_scores_translations_and_attention(tmp_path):
@@ -27,7 +28,9 @@ def test_quick_run_writes_scores_translations_and_attention(tmp_path):
     assert 0.0 <= result["tokenised_bleu"] <= 100.0 and result["perplexity"] > 1.0
     assert len(result["examples"]) == 2 and result["decoder"] == "greedy"
     valid = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
-    assert len(valid) == 1 and np.isfinite(valid[0]["val_perplexity"]) and summary["best_epoch"] == 0
+    assert len(valid) == 1 and np.isfinite(valid[0]["valid_perplexity"]) and summary["best_epoch"] == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert set(run_files.curves(records)["token_loss"]) == {"train", "valid"}  # one plot, train and valid overlaid
     assert json.loads((run / "summary.json").read_text())["test"]["test"]["sacrebleu"] == result["sacrebleu"]
 
 
