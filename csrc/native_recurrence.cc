@@ -338,24 +338,43 @@ void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<vo
 
 inline int64_t step_at(int iteration, int64_t time, bool reverse) { return reverse ? time - 1 - iteration : iteration; }
 
+// The row of step t, sequence b in the caller's [T, B, ...] (time-major) or [B, T, ...] (batch-major) arrays. Every
+// per-step array (the projection P, the outputs Y, their cotangents DY, what the backward pass reads, the gate
+// gradients) is in the layer's own layout, so XLA adds no transpose around the loop, and the gate gradients share
+// their rows with the inputs and h_prev: dW_ih = dgates^T x and dW_hh = dgates^T h_prev are single
+// [T*B, .]^T [T*B, .] GEMMs. Only valid is always [T, B].
+struct Layout {
+  int64_t T, B;
+  bool batch_major;
+  int64_t row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
+};
+
+// Leading [T, B] of a [T, B, F] or [B, T, F] array.
+inline Layout layout_of(ffi::Span<const int64_t> dims, bool batch_major) {
+  return batch_major ? Layout{dims[1], dims[0], true} : Layout{dims[0], dims[1], false};
+}
+
 ffi::Error shape_error(const char* what) { return ffi::Error::InvalidArgument(std::string("rnnjax native: ") + what); }
 
 // ================================================== LSTM ========================================================
 // Forward, per step t (from T-1 down when reverse): gates = P[t] + h W_hh^T; i, f, o = sigmoid, g = tanh;
 // c' = f c + i g; h' = o tanh(c'); where valid[t, b] is false, h and c are held and y is zero.
-ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
-                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> bias,
+                       ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
                        ffi::ResultBuffer<ffi::F32> c_out, ffi::ResultBuffer<ffi::F32> h_prev,
                        ffi::ResultBuffer<ffi::F32> c_prev, ffi::ResultBuffer<ffi::F32> activations,
-                       ffi::ResultBuffer<ffi::F32> tanh_c, bool reverse, bool training, bool bf16) {
+                       ffi::ResultBuffer<ffi::F32> tanh_c, bool reverse, bool training, bool bf16,
+                       bool batch_major) {
   constexpr int NV = kGatedForwardVectors, TU = NV * L;
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("LSTM: projected must be [T, B, 4H]");
-  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = h0.dimensions()[1];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
-  if (dims[2] != 4 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H)
-    return shape_error("LSTM: projected [T, B, 4H], weight_hh [4H, H], h0 [B, H] disagree");
+  if (dims[2] != 4 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H ||
+      bias.element_count() != 4 * H)
+    return shape_error("LSTM: projected [T, B, 4H], bias [4H], weight_hh [4H, H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
   float* c = c_out->typed_data();
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
@@ -365,7 +384,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
   Aligned packed(int64_t(tiles) * H * 4 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 4 * NV * L);
   pack_forward(weight_hh.typed_data(), H, 4, TU, bf16, packed.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
-  const float* P = projected.typed_data();
+  const float *P = projected.typed_data(), *BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float* Y = ys->typed_data();
   float *HP = h_prev->typed_data(), *CP = c_prev->typed_data(), *A = activations->typed_data(),
@@ -385,33 +404,34 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
       constexpr int R = decltype(rows)::value;
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r, row = t * B + b;
+        const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
-        const float* p = P + row * 4 * H;
+        const float* p = P + io * 4 * H;
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
           const int64_t u = u0 + v * L;
           const int m = static_cast<int>(H - u);
           if (m <= 0) continue;
-          vf i = vsigmoid(acc[r][0 * NV + v] + loadn(p + 0 * H + u, m));
-          vf f = vsigmoid(acc[r][1 * NV + v] + loadn(p + 1 * H + u, m));
-          vf g = vtanh(acc[r][2 * NV + v] + loadn(p + 2 * H + u, m));
-          vf o = vsigmoid(acc[r][3 * NV + v] + loadn(p + 3 * H + u, m));
+          // (x W_ih^T + bias) first, as XLA's projection-plus-bias computed it before the bias moved in here.
+          vf i = vsigmoid(acc[r][0 * NV + v] + (loadn(p + 0 * H + u, m) + loadn(BI + 0 * H + u, m)));
+          vf f = vsigmoid(acc[r][1 * NV + v] + (loadn(p + 1 * H + u, m) + loadn(BI + 1 * H + u, m)));
+          vf g = vtanh(acc[r][2 * NV + v] + (loadn(p + 2 * H + u, m) + loadn(BI + 2 * H + u, m)));
+          vf o = vsigmoid(acc[r][3 * NV + v] + (loadn(p + 3 * H + u, m) + loadn(BI + 3 * H + u, m)));
           vf c_old = loadn(c + b * H + u, m), h_old = loadn(h + b * H + u, m);
           vf c_new = f * c_old + i * g;
           vf tc = vtanh(c_new);
           vf h_new = o * tc;
           if (training) {
-            float* a = A + row * 4 * H;
+            float* a = A + io * 4 * H;
             storen(a + 0 * H + u, i, m);
             storen(a + 1 * H + u, f, m);
             storen(a + 2 * H + u, g, m);
             storen(a + 3 * H + u, o, m);
-            storen(TC + row * H + u, tc, m);
-            storen(HP + row * H + u, h_old, m);
-            storen(CP + row * H + u, c_old, m);
+            storen(TC + io * H + u, tc, m);
+            storen(HP + io * H + u, h_old, m);
+            storen(CP + io * H + u, c_old, m);
           }
-          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) {
             storen(c + b * H + u, c_new, m);
@@ -425,17 +445,18 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
   return ffi::Error::Success();
 }
 
-// Backward: the reverse loop carries (dh, dc) and emits each step's gate gradients dgates [T, B, 4H] (zero where
-// not valid), which are the cotangent of `projected`; dh_prev = dgates W_hh (+ dh where not valid).
+// Backward: the reverse loop carries (dh, dc) and emits each step's gate gradients dgates [T, B, 4H] or [B, T, 4H]
+// (zero where not valid), which are the cotangent of `projected`; dh_prev = dgates W_hh (+ dh where not valid).
 ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> activations,
                         ffi::Buffer<ffi::F32> c_prev, ffi::Buffer<ffi::F32> tanh_c, ffi::Buffer<ffi::PRED> valid,
                         ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
                         ffi::ResultBuffer<ffi::F32> dgates, ffi::ResultBuffer<ffi::F32> dh0,
-                        ffi::ResultBuffer<ffi::F32> dc0, bool reverse, bool bf16) {
+                        ffi::ResultBuffer<ffi::F32> dc0, bool reverse, bool bf16, bool batch_major) {
   constexpr int NV = kVectors, TU = NV * L;
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("LSTM backward: dys must be [T, B, H]");
-  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = dims[2];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (activations.element_count() != T * B * 4 * H || weight_hh.element_count() != 4 * H * H)
     return shape_error("LSTM backward: activations [T, B, 4H], weight_hh [4H, H] and dys [T, B, H] disagree");
@@ -482,19 +503,19 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
             storen(dh + b * H + u, dhv, m);
             continue;
           }
-          const int64_t row = t * B + b;
+          const int64_t row = t * B + b, io = seq.row(t, b);
           const bool keep = V[row];
-          const float* a = A + row * GH;
+          const float* a = A + io * GH;
           vf i = loadn(a + 0 * H + u, m), f = loadn(a + 1 * H + u, m), g = loadn(a + 2 * H + u, m),
              o = loadn(a + 3 * H + u, m);
-          vf tc = loadn(TC + row * H + u, m), cp = loadn(CP + row * H + u, m);
+          vf tc = loadn(TC + io * H + u, m), cp = loadn(CP + io * H + u, m);
           vf dcv = loadn(dc + b * H + u, m);
-          vf dht = dhv + loadn(DY + row * H + u, m);
+          vf dht = dhv + loadn(DY + io * H + u, m);
           vf dct = dcv + dht * o * (1.0f - tc * tc);
           vf di = dct * g * i * (1.0f - i), df = dct * cp * f * (1.0f - f), dg = dct * i * (1.0f - g * g),
              d_o = dht * tc * o * (1.0f - o);
           if (!keep) di = df = dg = d_o = vf{};
-          float* out = DG + row * GH;
+          float* out = DG + io * GH;
           float* next = dst + b * GH;
           storen(out + 0 * H + u, di, m);
           storen(out + 1 * H + u, df, m);
@@ -516,19 +537,20 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
 // =================================================== GRU ========================================================
 // Forward: r = sigmoid(P_r + h W_hr^T), z = sigmoid(P_z + h W_hz^T), n = tanh(P_n + r (h W_hn^T + b_hn)),
 // h' = n + z (h - n). Saved per step: [r, z, n, h W_hn^T + b_hn] [T, B, 4H] and h_prev.
-ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
-                      ffi::Buffer<ffi::F32> bias_hn, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
+ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> bias,
+                      ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> bias_hn, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
                       ffi::ResultBuffer<ffi::F32> h_prev, ffi::ResultBuffer<ffi::F32> saved, bool reverse,
-                      bool training, bool bf16) {
+                      bool training, bool bf16, bool batch_major) {
   constexpr int NV = kGatedForwardVectors, TU = NV * L;
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("GRU: projected must be [T, B, 3H]");
-  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = h0.dimensions()[1];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (dims[2] != 3 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 3 * H * H ||
-      bias_hn.element_count() != H)
-    return shape_error("GRU: projected [T, B, 3H], weight_hh [3H, H], bias_hn [H], h0 [B, H] disagree");
+      bias_hn.element_count() != H || bias.element_count() != 3 * H)
+    return shape_error("GRU: projected [T, B, 3H], bias [3H], weight_hh [3H, H], bias_hn [H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
@@ -536,7 +558,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   Aligned packed(int64_t(tiles) * H * 3 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 3 * NV * L);
   pack_forward(weight_hh.typed_data(), H, 3, TU, bf16, packed.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
-  const float* P = projected.typed_data();
+  const float *P = projected.typed_data(), *BI = bias.typed_data();
   const float* BN = bias_hn.typed_data();
   const bool* V = valid.typed_data();
   float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *S = saved->typed_data();
@@ -555,29 +577,29 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
       constexpr int R = decltype(rows)::value;
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r, row = t * B + b;
+        const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
-        const float* p = P + row * 3 * H;
+        const float* p = P + io * 3 * H;
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
           const int64_t u = u0 + v * L;
           const int m = static_cast<int>(H - u);
           if (m <= 0) continue;
-          vf rg = vsigmoid(acc[r][0 * NV + v] + loadn(p + 0 * H + u, m));
-          vf zg = vsigmoid(acc[r][1 * NV + v] + loadn(p + 1 * H + u, m));
+          vf rg = vsigmoid(acc[r][0 * NV + v] + (loadn(p + 0 * H + u, m) + loadn(BI + 0 * H + u, m)));
+          vf zg = vsigmoid(acc[r][1 * NV + v] + (loadn(p + 1 * H + u, m) + loadn(BI + 1 * H + u, m)));
           vf hn = acc[r][2 * NV + v] + loadn(BN + u, m);
-          vf ng = vtanh(loadn(p + 2 * H + u, m) + rg * hn);
+          vf ng = vtanh((loadn(p + 2 * H + u, m) + loadn(BI + 2 * H + u, m)) + rg * hn);
           vf h_old = loadn(h + b * H + u, m);
           vf h_new = ng + zg * (h_old - ng);
           if (training) {
-            float* s = S + row * 4 * H;
+            float* s = S + io * 4 * H;
             storen(s + 0 * H + u, rg, m);
             storen(s + 1 * H + u, zg, m);
             storen(s + 2 * H + u, ng, m);
             storen(s + 3 * H + u, hn, m);
-            storen(HP + row * H + u, h_old, m);
+            storen(HP + io * H + u, h_old, m);
           }
-          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
@@ -595,11 +617,12 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
                        ffi::Buffer<ffi::F32> saved, ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys,
                        ffi::Buffer<ffi::F32> dh_final, ffi::ResultBuffer<ffi::F32> dprojected,
                        ffi::ResultBuffer<ffi::F32> drecurrent, ffi::ResultBuffer<ffi::F32> dh0, bool reverse,
-                       bool bf16) {
+                       bool bf16, bool batch_major) {
   constexpr int NV = kVectors, TU = NV * L;
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("GRU backward: dys must be [T, B, H]");
-  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = dims[2];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (saved.element_count() != T * B * 4 * H || weight_hh.element_count() != 3 * H * H)
     return shape_error("GRU backward: saved [T, B, 4H], weight_hh [3H, H] and dys [T, B, H] disagree");
@@ -642,20 +665,20 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
             storen(dh + b * H + u, dhv, m);
             continue;
           }
-          const int64_t row = t * B + b;
+          const int64_t row = t * B + b, io = seq.row(t, b);
           const bool keep = V[row];
-          const float* s = S + row * 4 * H;
+          const float* s = S + io * 4 * H;
           vf rg = loadn(s + 0 * H + u, m), zg = loadn(s + 1 * H + u, m), ng = loadn(s + 2 * H + u, m),
              hn = loadn(s + 3 * H + u, m);
-          vf hp = loadn(HP + row * H + u, m);
-          vf dht = dhv + loadn(DY + row * H + u, m);
+          vf hp = loadn(HP + io * H + u, m);
+          vf dht = dhv + loadn(DY + io * H + u, m);
           vf dn = dht * (1.0f - zg) * (1.0f - ng * ng);
           vf dz = dht * (hp - ng) * zg * (1.0f - zg);
           vf dr = dn * hn * rg * (1.0f - rg);
           vf dnr = dn * rg;
           if (!keep) dn = dz = dr = dnr = vf{};
-          float* outp = DP + row * GH;
-          float* outr = DR + row * GH;
+          float* outp = DP + io * GH;
+          float* outr = DR + io * GH;
           float* next = dst + b * GH;
           storen(outp + 0 * H + u, dr, m);
           storen(outp + 1 * H + u, dz, m);
@@ -677,17 +700,19 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 
 // ============================================== Elman RNN =======================================================
 // Forward: h' = act(P[t] + h W_hh^T), act = tanh or relu. Saved: h' before masking, and h_prev.
-ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> weight_hh,
-                      ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> ys,
+ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> bias,
+                      ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> ys,
                       ffi::ResultBuffer<ffi::F32> h_out, ffi::ResultBuffer<ffi::F32> h_prev,
-                      ffi::ResultBuffer<ffi::F32> h_new_all, bool reverse, bool training, bool bf16, bool relu) {
+                      ffi::ResultBuffer<ffi::F32> h_new_all, bool reverse, bool training, bool bf16, bool relu,
+                      bool batch_major) {
   constexpr int NV = kVectors, TU = NV * L;
   auto dims = projected.dimensions();
   if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("RNN: projected must be [T, B, H]");
-  const int64_t T = dims[0], B = dims[1], H = h0.dimensions()[1];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = h0.dimensions()[1];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
-  if (dims[2] != H || h0.dimensions()[0] != B || weight_hh.element_count() != H * H)
-    return shape_error("RNN: projected [T, B, H], weight_hh [H, H], h0 [B, H] disagree");
+  if (dims[2] != H || h0.dimensions()[0] != B || weight_hh.element_count() != H * H || bias.element_count() != H)
+    return shape_error("RNN: projected [T, B, H], bias [H], weight_hh [H, H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
@@ -695,7 +720,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
   pack_forward(weight_hh.typed_data(), H, 1, TU, bf16, packed.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
-  const float* P = projected.typed_data();
+  const float *P = projected.typed_data(), *BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *HN = h_new_all->typed_data();
   const float* W = packed.data;
@@ -713,21 +738,21 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
       constexpr int R = decltype(rows)::value;
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r, row = t * B + b;
+        const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
           const int64_t u = u0 + v * L;
           const int m = static_cast<int>(H - u);
           if (m <= 0) continue;
-          vf pre = acc[r][v] + loadn(P + row * H + u, m);
+          vf pre = acc[r][v] + (loadn(P + io * H + u, m) + loadn(BI + u, m));
           vf h_new = relu ? select(pre > 0.0f, pre, vf{}) : vtanh(pre);
           vf h_old = loadn(h + b * H + u, m);
           if (training) {
-            storen(HN + row * H + u, h_new, m);
-            storen(HP + row * H + u, h_old, m);
+            storen(HN + io * H + u, h_new, m);
+            storen(HP + io * H + u, h_old, m);
           }
-          storen(Y + row * H + u, keep ? h_new : vf{}, m);
+          storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
@@ -742,11 +767,12 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
 ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h_new_all,
                        ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> dh_final,
                        ffi::ResultBuffer<ffi::F32> dpre_out, ffi::ResultBuffer<ffi::F32> dh0, bool reverse, bool bf16,
-                       bool relu) {
+                       bool relu, bool batch_major) {
   constexpr int NV = kVectors, TU = NV * L;
   auto dims = dys.dimensions();
   if (dims.size() != 3) return shape_error("RNN backward: dys must be [T, B, H]");
-  const int64_t T = dims[0], B = dims[1], H = dims[2];
+  const Layout seq = layout_of(dims, batch_major);
+  const int64_t T = seq.T, B = seq.B, H = dims[2];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
   if (h_new_all.element_count() != T * B * H || weight_hh.element_count() != H * H)
     return shape_error("RNN backward: h_new [T, B, H], weight_hh [H, H] and dys [T, B, H] disagree");
@@ -787,11 +813,11 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
             storen(dh + b * H + u, dhv, m);
             continue;
           }
-          const int64_t row = t * B + b;
-          vf hn = loadn(HN + row * H + u, m);
+          const int64_t row = t * B + b, io = seq.row(t, b);
+          vf hn = loadn(HN + io * H + u, m);
           vf derivative = relu ? select(hn > 0.0f, splat(1.0f), vf{}) : 1.0f - hn * hn;
-          vf dpre = V[row] ? (dhv + loadn(DY + row * H + u, m)) * derivative : vf{};
-          storen(DPRE + row * H + u, dpre, m);
+          vf dpre = V[row] ? (dhv + loadn(DY + io * H + u, m)) * derivative : vf{};
+          storen(DPRE + io * H + u, dpre, m);
           storen(dst + b * H + u, bf16 ? round_bf16(dpre) : dpre, m);
           storen(dh + b * H + u, dhv, m);
         }
@@ -829,6 +855,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
@@ -839,7 +866,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("training")
-                                  .Attr<bool>("bf16"));
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
@@ -856,11 +884,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmBackward, LstmBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("reverse")
-                                  .Attr<bool>("bf16"));
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruForward, GruForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -872,7 +902,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruForward, GruForward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("training")
-                                  .Attr<bool>("bf16"));
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruBackward, GruBackward,
                               ffi::Ffi::Bind()
@@ -887,11 +918,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxGruBackward, GruBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("reverse")
-                                  .Attr<bool>("bf16"));
+                                  .Attr<bool>("bf16")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnForward, RnnForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -903,7 +936,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnForward, RnnForward,
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("training")
                                   .Attr<bool>("bf16")
-                                  .Attr<bool>("relu"));
+                                  .Attr<bool>("relu")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnBackward, RnnBackward,
                               ffi::Ffi::Bind()
@@ -917,7 +951,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxRnnBackward, RnnBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16")
-                                  .Attr<bool>("relu"));
+                                  .Attr<bool>("relu")
+                                  .Attr<bool>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxElementwise, Elementwise,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int32_t>(

@@ -1,17 +1,21 @@
-"""`unroll`'s "native" path: the recurrence of `rnnjax._fused` with both loops in C++ (`rnnjax.native`).
+"""`unroll`'s "native" path: a classic cell's whole layer with both loops in C++ (`rnnjax.native`).
 
-`native_recurrence(cell, params, projected, carry, valid, reverse)` returns what `rnnjax._fused.scan_recurrence`
-returns, `(final_carry, ys)` with `ys` `[time, batch, H]` zero where `valid` `[time, batch]` is False, for the
-cells that declare a `fused_recurrence` kernel, float32 params and carry, and GEMM operands in float32 or
-bfloat16 (`cell.matmul_dtype`). Each is a `jax.custom_vjp` around two FFI calls:
+`native_unroll(cell, params, xs, carry, valid, reverse, time_major)` returns what `unroll` returns for the layer,
+`(ys, final_carry)`, with `ys` in the layout of `xs` (`[batch, time, H]`, or `[time, batch, H]` when
+`time_major`) and zero where `valid` `[time, batch]` is False, for the cells that declare a `fused_recurrence`
+kernel, float32 params and carry, and GEMM operands in float32 or bfloat16 (`cell.matmul_dtype`). It is a
+`jax.custom_vjp` around two FFI calls and the layer's large GEMMs:
 
-- forward: `projected` `[time, batch, G*H]` (the input GEMM, done by XLA for all steps at once), `W_hh` and the
-  carry in; `ys`, the final carry and, under differentiation only, what the backward pass reads (the activations,
-  the previous carries) out;
-- backward: the reverse loop carries `(dh, dc)` and emits each step's gate gradients, the cotangent of
-  `projected`; XLA then forms `dW_hh` as one `[G*H, time*batch] @ [time*batch, H]` GEMM, and `dW_ih`, the biases
-  and the input gradient from the projection's own transpose (skipped when nothing needs the input gradient),
-  exactly as on the fused path.
+- forward: `P = xs @ W_ih^T` (one XLA GEMM over all steps, in the layout of `xs`, so no transpose comes before
+  it); the C++ loop adds the folded bias to `P` (XLA's separate pass over `[time, batch, G*H]` is gone), runs the
+  recurrence and writes `ys` in the layout of `xs` and, under differentiation only, what the backward pass reads;
+- backward: the reverse loop reads the cotangent of `ys`, carries `(dh, dc)` and writes each step's gate
+  gradients, all in the layout of `xs`, as are the residuals it reads. The gate gradients `[time*batch, G*H]`
+  then share their rows with `xs` and `h_prev`, so `dW_ih = dgates^T xs` and `dW_hh = dgates^T h_prev` are
+  single 2-D GEMMs with no transpose before them (the 3-D `tbg,tbh->gh` contraction of the time-major arrays
+  made XLA transpose the gate gradients first, which cost as much as the GEMM; benchmarks/NOTES.md), the biases'
+  gradients are column sums, and the input gradient `dgates @ W_ih` is formed only when something reads it (XLA
+  drops it otherwise).
 
 Under `vmap` the calls run once per mapped element (`vmap_method="sequential"`); forward-mode differentiation
 needs `backward="autodiff"`, as on the fused path.
@@ -20,12 +24,13 @@ needs `backward="autodiff"`, as on the fused path.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnnjax import native
-from rnnjax._fused import _sum_over_steps
+from rnnjax._ops import dense
 from rnnjax.cells import LSTMState
 
 KERNELS = ("rnn", "lstm", "gru")
@@ -33,15 +38,15 @@ MATMUL_DTYPES = (None, "bfloat16")
 
 
 def supports_native(cell, params, projected_dtype, carry, *, time: int, batch_size: int) -> bool:
-    """True when `native_recurrence` takes this call: the extension is enabled and loaded, the cell's class
-    declares a kernel, params, projection and carry are float32, GEMM operands float32 or bfloat16, and there is at
-    least one step and one sequence (an empty loop stays on XLA)."""
+    """True when `native_unroll` takes this call: the extension is enabled and loaded, the cell's class declares a
+    kernel, every param, the projection and the carry are float32, GEMM operands float32 or bfloat16, and there is at least one
+    step and one sequence (an empty loop stays on XLA)."""
     if getattr(type(cell), "fused_recurrence", None) not in KERNELS or time < 1 or batch_size < 1:
         return False
     matmul_dtype = getattr(cell, "matmul_dtype", None)
     if (None if matmul_dtype is None else jnp.dtype(matmul_dtype).name) not in MATMUL_DTYPES:
         return False
-    leaves = jax.tree.leaves(carry) + [params.weight_hh, params.bias_hh]
+    leaves = jax.tree.leaves(carry) + jax.tree.leaves(params)
     if jnp.dtype(projected_dtype) != jnp.float32 or any(leaf.dtype != jnp.float32 for leaf in leaves):
         return False
     return jax.default_backend() == "cpu" and native.is_enabled()
@@ -58,106 +63,110 @@ def _saved(shape, training):
     return shape if training else (0,)  # inference writes no residuals
 
 
-# -- LSTM ---------------------------------------------------------------------------------------------------------
-def _lstm_forward(reverse, bf16, weight_hh, projected, h0, c0, valid, training=True):
-    time, batch, gates = projected.shape
-    hidden = gates // 4
-    sequence = _saved((time, batch, hidden), training)
-    ys, h, c, h_prev, c_prev, activations, tanh_c = _call(
-        "rnnjax_lstm_forward",
-        [(time, batch, hidden), (batch, hidden), (batch, hidden), sequence, sequence,
-         _saved((time, batch, gates), training), sequence],
-        projected, weight_hh, h0, c0, valid, reverse=reverse, training=training, bf16=bf16)
-    return (h, c, ys), (weight_hh, valid, h_prev, c_prev, activations, tanh_c)
+class _Layer(NamedTuple):
+    """What a call is, beyond its arrays: the kernel, the direction, bfloat16 GEMM operands, `xs`' layout, and for
+    the Elman RNN its activation."""
+
+    kernel: str
+    reverse: bool
+    bf16: bool
+    batch_major: bool
+    relu: bool = False
+
+    def attributes(self) -> dict:
+        attributes = dict(reverse=self.reverse, bf16=self.bf16, batch_major=self.batch_major)
+        return attributes | ({"relu": self.relu} if self.kernel == "rnn" else {})
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _lstm(reverse, bf16, weight_hh, projected, h0, c0, valid):
-    return _lstm_forward(reverse, bf16, weight_hh, projected, h0, c0, valid, training=False)[0]
+def _gemm(a, b, bf16):
+    """`a @ b` with both operands rounded to bfloat16 when `bf16`, accumulated in float32 (the fused path's
+    `dW_hh`)."""
+    if bf16:
+        a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
-def _lstm_backward(reverse, bf16, residuals, cotangents):
-    weight_hh, valid, h_prev, c_prev, activations, tanh_c = residuals
-    dh, dc, dys = cotangents
-    dgates, dh0, dc0 = _call("rnnjax_lstm_backward", [activations.shape, dh.shape, dc.shape], weight_hh,
-                             activations, c_prev, tanh_c, valid, dys, dh, dc, reverse=reverse, bf16=bf16)
-    return _sum_over_steps(dgates, h_prev, "bfloat16" if bf16 else None), dgates, dh0, dc0, None
+def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid, training=True):
+    projected = dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
+    leading = xs.shape[:2]
+    time, batch = leading[::-1] if layer.batch_major else leading
+    hidden = weight_hh.shape[1]
+    steps = _saved((*leading, hidden), training)  # residuals, in the layout of xs
+    attributes = dict(layer.attributes(), training=training)
+    if layer.kernel == "lstm":
+        ys, h, c, h_prev, c_prev, activations, tanh_c = _call(
+            "rnnjax_lstm_forward",
+            [(*leading, hidden), (batch, hidden), (batch, hidden), steps, steps,
+             _saved((*leading, 4 * hidden), training), steps],
+            projected, bias, weight_hh, carry[0], carry[1], valid, **attributes)
+        final, saved = (h, c), (activations, c_prev, tanh_c)
+    elif layer.kernel == "gru":
+        ys, h, h_prev, activations = _call(
+            "rnnjax_gru_forward",
+            [(*leading, hidden), (batch, hidden), steps, _saved((*leading, 4 * hidden), training)],
+            projected, bias, weight_hh, bias_hn, carry[0], valid, **attributes)
+        final, saved = (h,), (activations,)
+    else:
+        ys, h, h_prev, h_new = _call("rnnjax_rnn_forward", [(*leading, hidden), (batch, hidden), steps, steps],
+                                     projected, bias, weight_hh, carry[0], valid, **attributes)
+        final, saved = (h,), (h_new,)
+    return (ys, final), (weight_ih, weight_hh, xs, valid, h_prev, saved)
 
 
-_lstm.defvjp(lambda *args: _lstm_forward(*args), _lstm_backward)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _layer(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid):
+    return _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid, training=False)[0]
 
 
-# -- GRU ----------------------------------------------------------------------------------------------------------
-def _gru_forward(reverse, bf16, weight_hh, bias_hn, projected, h0, valid, training=True):
-    time, batch, gates = projected.shape
-    hidden = gates // 3
-    ys, h, h_prev, saved = _call(
-        "rnnjax_gru_forward",
-        [(time, batch, hidden), (batch, hidden), _saved((time, batch, hidden), training),
-         _saved((time, batch, 4 * hidden), training)],
-        projected, weight_hh, bias_hn, h0, valid, reverse=reverse, training=training, bf16=bf16)
-    return (h, ys), (weight_hh, valid, h_prev, saved)
+def _layer_backward(layer, residuals, cotangents):
+    weight_ih, weight_hh, xs, valid, h_prev, saved = residuals
+    dys, dfinal = cotangents
+    hidden = weight_hh.shape[1]
+    batch = dys.shape[0] if layer.batch_major else dys.shape[1]
+    rows = (*xs.shape[:2], weight_hh.shape[0])  # the gate gradients, in the layout of xs
+    attributes = layer.attributes()
+    dbias_hn = None
+    if layer.kernel == "lstm":
+        activations, c_prev, tanh_c = saved
+        dprojected, dh0, dc0 = _call("rnnjax_lstm_backward", [rows, (batch, hidden), (batch, hidden)], weight_hh,
+                                     activations, c_prev, tanh_c, valid, dys, dfinal[0], dfinal[1], **attributes)
+        drecurrent, dcarry = dprojected, (dh0, dc0)
+    elif layer.kernel == "gru":
+        dprojected, drecurrent, dh0 = _call("rnnjax_gru_backward", [rows, rows, (batch, hidden)], weight_hh, h_prev,
+                                            saved[0], valid, dys, dfinal[0], **attributes)
+        dbias_hn, dcarry = jnp.sum(drecurrent[..., 2 * hidden:], axis=(0, 1)), (dh0,)
+    else:
+        dprojected, dh0 = _call("rnnjax_rnn_backward", [rows, (batch, hidden)], weight_hh, saved[0], valid, dys,
+                                dfinal[0], **attributes)
+        drecurrent, dcarry = dprojected, (dh0,)
+    steps = xs.shape[0] * xs.shape[1]
+    dprojected, drecurrent = dprojected.reshape(steps, -1), drecurrent.reshape(steps, -1)
+    dweight_hh = _gemm(drecurrent.T, h_prev.reshape(steps, hidden), layer.bf16)
+    # dW_ih and the input gradient as autodiff of the projection gives them (its rounding under bfloat16, as on the
+    # fused path), over [time*batch, .] rows: 2-D GEMMs.
+    _, project_pullback = jax.vjp(lambda weight, rows: dense(rows, weight, "bfloat16" if layer.bf16 else None),
+                                  weight_ih, xs.reshape(steps, -1))
+    dweight_ih, dxs = project_pullback(dprojected)
+    return dweight_ih, jnp.sum(dprojected, axis=0), dweight_hh, dbias_hn, dxs.reshape(xs.shape), dcarry, None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _gru(reverse, bf16, weight_hh, bias_hn, projected, h0, valid):
-    return _gru_forward(reverse, bf16, weight_hh, bias_hn, projected, h0, valid, training=False)[0]
+_layer.defvjp(lambda *args: _layer_forward(*args), _layer_backward)
 
 
-def _gru_backward(reverse, bf16, residuals, cotangents):
-    weight_hh, valid, h_prev, saved = residuals
-    dh, dys = cotangents
-    time, batch, hidden = dys.shape
-    dprojected, drecurrent, dh0 = _call("rnnjax_gru_backward", [(time, batch, 3 * hidden)] * 2 + [dh.shape],
-                                        weight_hh, h_prev, saved, valid, dys, dh, reverse=reverse, bf16=bf16)
-    dbias_hn = jnp.sum(drecurrent[..., 2 * hidden:], axis=(0, 1))
-    return (_sum_over_steps(drecurrent, h_prev, "bfloat16" if bf16 else None), dbias_hn, dprojected, dh0, None)
-
-
-_gru.defvjp(lambda *args: _gru_forward(*args), _gru_backward)
-
-
-# -- SimpleRNN ----------------------------------------------------------------------------------------------------
-def _rnn_forward(relu, reverse, bf16, weight_hh, projected, h0, valid, training=True):
-    time, batch, hidden = projected.shape
-    sequence = _saved((time, batch, hidden), training)
-    ys, h, h_prev, h_new = _call("rnnjax_rnn_forward", [(time, batch, hidden), (batch, hidden), sequence, sequence],
-                                 projected, weight_hh, h0, valid, reverse=reverse, training=training, bf16=bf16,
-                                 relu=relu)
-    return (h, ys), (weight_hh, valid, h_prev, h_new)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _rnn(relu, reverse, bf16, weight_hh, projected, h0, valid):
-    return _rnn_forward(relu, reverse, bf16, weight_hh, projected, h0, valid, training=False)[0]
-
-
-def _rnn_backward(relu, reverse, bf16, residuals, cotangents):
-    weight_hh, valid, h_prev, h_new = residuals
-    dh, dys = cotangents
-    dpre, dh0 = _call("rnnjax_rnn_backward", [dys.shape, dh.shape], weight_hh, h_new, valid, dys, dh,
-                      reverse=reverse, bf16=bf16, relu=relu)
-    return _sum_over_steps(dpre, h_prev, "bfloat16" if bf16 else None), dpre, dh0, None
-
-
-_rnn.defvjp(lambda *args: _rnn_forward(*args), _rnn_backward)
-
-
-def native_recurrence(cell, params, projected, carry, valid, reverse: bool):
-    """`(final_carry, ys)` of `cell` over `projected` `[time, batch, G*H]` from `carry` (module docstring)."""
-    time, batch = projected.shape[:2]
+def native_unroll(cell, params, xs, carry, valid, reverse: bool, time_major: bool):
+    """`(ys, final_carry)` of `cell` over raw inputs `xs` `[batch, time, D]` (`[time, batch, D]` when `time_major`)
+    from `carry`, masked by `valid` `[time, batch]` (None: every step valid); see the module docstring."""
+    time, batch = xs.shape[:2] if time_major else xs.shape[1::-1]
     valid = jnp.ones((time, batch), bool) if valid is None else valid.astype(bool)
     if valid.shape != (time, batch):  # the C++ loop reads valid[t, b] for every step and sequence
-        raise ValueError(f"valid must be [time, batch] = {(time, batch)} like projected's leading axes, got "
+        raise ValueError(f"valid must be [time, batch] = {(time, batch)} like the inputs' steps and sequences, got "
                          f"{tuple(valid.shape)}")
-    bf16 = cell.matmul_dtype is not None
     kernel = type(cell).fused_recurrence
-    if kernel == "lstm":
-        h, c, ys = _lstm(reverse, bf16, params.weight_hh, projected, carry.h, carry.c, valid)
-        return LSTMState(h=h, c=c), ys
-    if kernel == "gru":
-        bias_hn = params.bias_hh[2 * cell.hidden_size:]
-        return _gru(reverse, bf16, params.weight_hh, bias_hn, projected, carry, valid)
-    if kernel == "rnn":
-        return _rnn(cell.activation == "relu", reverse, bf16, params.weight_hh, projected, carry, valid)
-    raise TypeError(f"{type(cell).__name__} declares no native kernel (one of {KERNELS})")
+    if kernel not in KERNELS:
+        raise TypeError(f"{type(cell).__name__} declares no native kernel (one of {KERNELS})")
+    layer = _Layer(kernel, reverse, cell.matmul_dtype is not None, not time_major,
+                   getattr(cell, "activation", None) == "relu")
+    bias_hn = params.bias_hh[2 * cell.hidden_size:] if kernel == "gru" else None
+    state = (carry.h, carry.c) if kernel == "lstm" else (carry,)
+    ys, final = _layer(layer, params.weight_ih, cell._folded_bias(params), params.weight_hh, bias_hn, xs, state, valid)
+    return ys, (LSTMState(*final) if kernel == "lstm" else final[0])

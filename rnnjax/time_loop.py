@@ -22,7 +22,7 @@ from rnnjax import _checks
 from rnnjax import _gpu
 from rnnjax._fused import fused_unroll
 from rnnjax._fused import supports_fused
-from rnnjax._native_recurrence import native_recurrence
+from rnnjax._native_recurrence import native_unroll
 from rnnjax._native_recurrence import supports_native
 from rnnjax._ops import compute_dtype
 
@@ -325,8 +325,14 @@ def unroll(
             final_carry = hs[0] if reverse else hs[-1]
             ys = hs if valid is None else jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
         elif path == "native":
-            projected = cell.project_inputs(params, xs_time_major)  # one GEMM over all steps, then the C++ loop
-            final_carry, ys = native_recurrence(cell, params, projected, carry, valid, reverse)
+            # The C++ loop reads and writes the caller's layout: no transpose of the inputs or outputs.
+            layer_time_major = time_major or unbatched
+            layer_xs = xs_time_major
+            if not layer_time_major:
+                layer_xs = xs if valid is None else jnp.where(valid.T[:, :, None], xs, jnp.zeros((), xs.dtype))
+            ys, final_carry = native_unroll(cell, params, layer_xs, carry, valid, reverse, layer_time_major)
+            if not layer_time_major:
+                return ys, final_carry
         elif path == "fused":
             final_carry, ys = fused_unroll(cell, params, xs_time_major, carry, valid, reverse, unroll)
         elif path in _gpu.PATHS:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import FAST_COMPILE
 from helpers import autodiff_recurrence
 from helpers import make_loss
 from helpers import assert_trees_close
@@ -19,7 +20,7 @@ from helpers import random_like
 
 from rnnjax import GRU, LSTM, Bidirectional, Recurrent, SimpleRNN, Stack, native, unroll, unroll_path
 from rnnjax._fused import scan_recurrence
-from rnnjax._native_recurrence import native_recurrence
+from rnnjax._native_recurrence import native_unroll
 
 pytestmark = pytest.mark.skipif(not native.is_available(), reason=f"{native.unavailable_reason()}")
 
@@ -37,6 +38,27 @@ def case(cell, key, time=TIME, batch=BATCH, features=FEATURES, lengths=LENGTHS):
     carry = random_like(cell.initial_carry((batch,)), seed=3)
     valid = None if lengths is None else jnp.arange(time)[:, None] < jnp.asarray(lengths)[None, :]
     return params, xs, carry, valid
+
+
+def native_layer(cell, params, xs, carry, valid, reverse, batch_major=False):
+    """`(final_carry, ys)` of the native path over time-major `xs` `[T, B, D]`, run in the batch-major layout
+    (and transposed back) when `batch_major`, so both layouts are held to the same references."""
+    if batch_major:
+        ys, final = native_unroll(cell, params, jnp.swapaxes(xs, 0, 1), carry, valid, reverse, time_major=False)
+        return final, jnp.swapaxes(ys, 0, 1)
+    ys, final = native_unroll(cell, params, xs, carry, valid, reverse, time_major=True)
+    return final, ys
+
+
+def make_layer_loss(layer, cell, valid, reverse, **options):
+    """Jitted value-and-grad (params, xs, carry) of the loss of `helpers.make_loss` over `layer(cell, params, xs,
+    carry, valid, reverse)`, a layer over raw inputs (the native path projects its inputs itself)."""
+    def loss(params, xs, carry):
+        final_carry, ys = layer(cell, params, xs, carry, valid, reverse, **options)
+        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final_carry))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), compiler_options=FAST_COMPILE)
 
 
 def elementwise(x, function):
@@ -67,13 +89,15 @@ def test_the_vectorised_nonlinearities_are_accurate_to_float32_rounding():
 @pytest.mark.parametrize("cell", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "masked"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_native_equals_autodiff_of_the_plain_scan(cell, lengths, reverse, key):
+@pytest.mark.parametrize("batch_major", [False, True], ids=["time-major", "batch-major"])
+def test_native_equals_autodiff_of_the_plain_scan(cell, lengths, reverse, batch_major, key):
+    """Outputs, final carry and the gradients of params, inputs and initial carry, in either layout."""
     params, xs, carry, valid = case(cell, key, lengths=lengths)
     projected = cell.project_inputs(params, xs)
-    assert_trees_close(native_recurrence(cell, params, projected, carry, valid, reverse),
+    assert_trees_close(native_layer(cell, params, xs, carry, valid, reverse, batch_major),
                        autodiff_recurrence(cell, params, projected, carry, valid, reverse), atol=1e-5, rtol=1e-5)
     expected_value, expected_grads = make_loss(autodiff_recurrence, cell, valid, reverse)(params, xs, carry)
-    value, grads = make_loss(native_recurrence, cell, valid, reverse)(params, xs, carry)
+    value, grads = make_layer_loss(native_layer, cell, valid, reverse, batch_major=batch_major)(params, xs, carry)
     np.testing.assert_allclose(value, expected_value, rtol=1e-6)
     assert_trees_close(grads, expected_grads, atol=1e-5, rtol=1e-5)
 
@@ -86,9 +110,10 @@ def test_odd_sizes(cell, time, batch, lengths, key):
     empty and full sequences."""
     params, xs, carry, valid = case(cell, key, time=time, batch=batch, features=3, lengths=lengths)
     expected_value, expected_grads = make_loss(autodiff_recurrence, cell, valid, False)(params, xs, carry)
-    value, grads = make_loss(native_recurrence, cell, valid, False)(params, xs, carry)
-    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
-    assert_trees_close(grads, expected_grads, atol=1e-5, rtol=1e-5)
+    for batch_major in (False, True):
+        value, grads = make_layer_loss(native_layer, cell, valid, False, batch_major=batch_major)(params, xs, carry)
+        np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+        assert_trees_close(grads, expected_grads, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
@@ -127,10 +152,10 @@ def test_bfloat16_operands_match_the_fused_path(cell, key):
     cell = dataclasses.replace(cell, matmul_dtype="bfloat16")
     params, xs, carry, valid = case(cell, key)
     projected = cell.project_inputs(params, xs)
-    assert_trees_close(native_recurrence(cell, params, projected, carry, valid, False),
+    assert_trees_close(native_layer(cell, params, xs, carry, valid, False),
                        scan_recurrence(cell, params, projected, carry, valid, False), atol=2e-6, rtol=2e-6)
     _, expected_grads = make_loss(scan_recurrence, cell, valid, False)(params, xs, carry)
-    _, grads = make_loss(native_recurrence, cell, valid, False)(params, xs, carry)
+    _, grads = make_layer_loss(native_layer, cell, valid, False, batch_major=True)(params, xs, carry)
     for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
         np.testing.assert_allclose(got, expected, atol=1e-2 * float(jnp.max(jnp.abs(expected))))
     _, autodiff_grads = make_loss(autodiff_recurrence, cell, valid, False)(params, xs, carry)
@@ -143,7 +168,7 @@ def test_results_do_not_depend_on_the_thread_count(cell, key, monkeypatch):
     """`RNNJAX_NATIVE_THREADS` is read per call; every tile is computed the same way on any thread, so one thread
     and the whole pool give bit-identical outputs and gradients (H = 70: five tiles, split unevenly)."""
     params, xs, carry, valid = case(cell, key, time=9, batch=7, lengths=(9, 0, 3, 5, 1, 9, 8))
-    grad = make_loss(native_recurrence, cell, valid, True)
+    grad = make_layer_loss(native_layer, cell, valid, True, batch_major=True)
     results = []
     for threads in ("1", "2", "3", ""):
         monkeypatch.setenv("RNNJAX_NATIVE_THREADS", threads)
@@ -215,4 +240,4 @@ def test_a_mask_of_the_wrong_shape_is_refused(key):
     cell = LSTM(8)
     params, xs, carry, _ = case(cell, key, lengths=None)
     with pytest.raises(ValueError, match=r"valid must be \[time, batch\] = \(7, 5\) .* got \(7, 4\)"):
-        native_recurrence(cell, params, cell.project_inputs(params, xs), carry, jnp.ones((7, 4), bool), False)
+        native_unroll(cell, params, xs, carry, jnp.ones((7, 4), bool), False, time_major=True)
