@@ -1,7 +1,8 @@
 """The native CPU recurrence (`rnnjax.native`, csrc/native_recurrence.cc) equals autodiff of the plain `lax.scan`:
-outputs, final carries and every gradient, with masks, reverse, bidirectional and stacked layers, random initial
-carries, odd sizes and bfloat16 GEMM operands; its nonlinearities are accurate to float32 rounding; its results do
-not depend on the thread count; and without the extension `unroll` falls back to XLA with one logged line."""
+outputs, final carries and every gradient, in the batch-major and time-major layouts, with masks, reverse,
+bidirectional and stacked layers, random initial carries, odd sizes and bfloat16 GEMM operands; its nonlinearities
+are accurate to float32 rounding; its results do not depend on the thread count; and without the extension
+`unroll` falls back to XLA with one logged line."""
 
 import dataclasses
 import logging
