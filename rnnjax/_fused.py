@@ -83,9 +83,12 @@ def _matmul_transposed(dgates, weight, matmul_dtype):
 
 
 def _sum_over_steps(dgates, inputs, matmul_dtype):
-    """`sum_t dgates_t^T inputs_t`: `[time, batch, G] x [time, batch, H] -> [G, H]` as one GEMM."""
-    return jnp.einsum("tbg,tbh->gh", _operand(dgates, matmul_dtype), _operand(inputs, matmul_dtype),
-                      preferred_element_type=dgates.dtype)
+    """`sum_t dgates_t^T inputs_t`: `[time, batch, G] x [time, batch, H] -> [G, H]` (or any two arrays whose
+    leading axes list the same rows in the same order) as one GEMM over `[time*batch, .]` rows: the 3-D
+    `tbg,tbh->gh` contraction made XLA transpose both operands first (benchmarks/NOTES.md)."""
+    rows = dgates.shape[0] * dgates.shape[1]
+    return jnp.matmul(_operand(dgates, matmul_dtype).reshape(rows, -1).T,
+                      _operand(inputs, matmul_dtype).reshape(rows, -1), preferred_element_type=dgates.dtype)
 
 
 # -- SimpleRNN ----------------------------------------------------------------------------------------------------

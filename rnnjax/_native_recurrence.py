@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import native
+from rnnjax._fused import _sum_over_steps
 from rnnjax._ops import dense
 from rnnjax.cells import LSTMState
 
@@ -39,8 +40,8 @@ MATMUL_DTYPES = (None, "bfloat16")
 
 def supports_native(cell, params, projected_dtype, carry, *, time: int, batch_size: int) -> bool:
     """True when `native_unroll` takes this call: the extension is enabled and loaded, the cell's class declares a
-    kernel, every param, the projection and the carry are float32, GEMM operands float32 or bfloat16, and there is at least one
-    step and one sequence (an empty loop stays on XLA)."""
+    kernel, every param, the projection and the carry are float32, GEMM operands float32 or bfloat16, and there is
+    at least one step and one sequence (an empty loop stays on XLA)."""
     if getattr(type(cell), "fused_recurrence", None) not in KERNELS or time < 1 or batch_size < 1:
         return False
     matmul_dtype = getattr(cell, "matmul_dtype", None)
@@ -78,18 +79,10 @@ class _Layer(NamedTuple):
         return attributes | ({"relu": self.relu} if self.kernel == "rnn" else {})
 
 
-def _gemm(a, b, bf16):
-    """`a @ b` with both operands rounded to bfloat16 when `bf16`, accumulated in float32 (the fused path's
-    `dW_hh`)."""
-    if bf16:
-        a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
-    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
-
-
 def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid, training=True):
     projected = dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
     leading = xs.shape[:2]
-    time, batch = leading[::-1] if layer.batch_major else leading
+    batch = leading[0] if layer.batch_major else leading[1]
     hidden = weight_hh.shape[1]
     steps = _saved((*leading, hidden), training)  # residuals, in the layout of xs
     attributes = dict(layer.attributes(), training=training)
@@ -139,9 +132,10 @@ def _layer_backward(layer, residuals, cotangents):
         dprojected, dh0 = _call("rnnjax_rnn_backward", [rows, (batch, hidden)], weight_hh, saved[0], valid, dys,
                                 dfinal[0], **attributes)
         drecurrent, dcarry = dprojected, (dh0,)
+    # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
+    dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)
     steps = xs.shape[0] * xs.shape[1]
-    dprojected, drecurrent = dprojected.reshape(steps, -1), drecurrent.reshape(steps, -1)
-    dweight_hh = _gemm(drecurrent.T, h_prev.reshape(steps, hidden), layer.bf16)
+    dprojected = dprojected.reshape(steps, -1)
     # dW_ih and the input gradient as autodiff of the projection gives them (its rounding under bfloat16, as on the
     # fused path), over [time*batch, .] rows: 2-D GEMMs.
     _, project_pullback = jax.vjp(lambda weight, rows: dense(rows, weight, "bfloat16" if layer.bf16 else None),
