@@ -265,7 +265,7 @@ def plots(rows: list[dict], out_dir: str) -> list[str]:
         for r in rows:
             if r["mode"] == mode:
                 by_cell.setdefault(r["cell"], []).append(r)
-        fig, axes = _panels(plt, len(by_cell))
+        fig, axes = _panels(plt, len(by_cell), height=5.2)  # room for the legend under each panel
         for ax, (cell, selected) in zip(axes, by_cell.items()):
             shapes = list(dict.fromkeys(r["shape"] for r in selected))
             for variant in dict.fromkeys(r["variant"] for r in selected):
@@ -275,13 +275,13 @@ def plots(rows: list[dict], out_dir: str) -> list[str]:
             ax.set_yscale("log")
             ax.set_ylabel("tokens/s")
             ax.set_title(f"{cell} {mode}", fontsize="medium")
-            ax.legend(fontsize="x-small")
+            _legend_below(ax, *ax.get_legend_handles_labels())
         written.append(_save(fig, plt, out_dir, f"throughput_{mode}.png", f"throughput ({mode} step)"))
 
         with_ratios = {cell: selected for cell, selected in by_cell.items()
                        if any(r.get("speedup_vs") for r in selected)}
         if with_ratios:
-            fig, axes = _panels(plt, len(with_ratios))
+            fig, axes = _panels(plt, len(with_ratios), height=5.2)  # room for the legend under each panel
             for ax, (cell, selected) in zip(axes, with_ratios.items()):
                 _speedup_panel(ax, cell, mode, selected)
             written.append(_save(fig, plt, out_dir, f"speedup_{mode}.png",
@@ -304,10 +304,10 @@ def plots(rows: list[dict], out_dir: str) -> list[str]:
     return written
 
 
-def _panels(plt, count: int):
+def _panels(plt, count: int, height: float = 3.8):
     columns = min(3, count)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, height * rows), squeeze=False)
     axes = axes.ravel()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -336,7 +336,12 @@ def _speedup_panel(ax, cell: str, mode: str, selected: list[dict]) -> None:
     ax.set_title(f"{cell} {mode}", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize="x-small")
+    _legend_below(ax, unique.values(), unique.keys())
+
+
+def _legend_below(ax, handles, labels) -> None:
+    # Under the panel: inside it, the legend covered bars and points of the first shapes.
+    ax.legend(handles, labels, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)
 
 
 def _shape_axis(ax, shapes: list[str]) -> None:
@@ -349,7 +354,7 @@ def _save(fig, plt, out_dir: str, name: str, title: str) -> str:
     path = os.path.join(out_dir, name)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # legends placed outside a panel stay in the file
     plt.close(fig)
     return path
 
