@@ -86,9 +86,11 @@ def _sum_over_steps(dgates, inputs, matmul_dtype):
     """`sum_t dgates_t^T inputs_t`: `[time, batch, G] x [time, batch, H] -> [G, H]` (or any two arrays whose
     leading axes list the same rows in the same order) as one GEMM over `[time*batch, .]` rows: the 3-D
     `tbg,tbh->gh` contraction made XLA transpose both operands first (benchmarks/NOTES.md)."""
-    rows = dgates.shape[0] * dgates.shape[1]
-    return jnp.matmul(_operand(dgates, matmul_dtype).reshape(rows, -1).T,
-                      _operand(inputs, matmul_dtype).reshape(rows, -1), preferred_element_type=dgates.dtype)
+    rows = dgates.shape[0] * dgates.shape[1]  # may be 0 (an empty sequence): widths are spelled out, not -1
+    dtype = dgates.dtype
+    dgates = _operand(dgates, matmul_dtype).reshape(rows, dgates.shape[-1])
+    inputs = _operand(inputs, matmul_dtype).reshape(rows, inputs.shape[-1])
+    return jnp.matmul(dgates.T, inputs, preferred_element_type=dtype)
 
 
 # -- SimpleRNN ----------------------------------------------------------------------------------------------------

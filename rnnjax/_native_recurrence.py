@@ -135,11 +135,11 @@ def _layer_backward(layer, residuals, cotangents):
     # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
     dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)
     steps = xs.shape[0] * xs.shape[1]
-    dprojected = dprojected.reshape(steps, -1)
+    dprojected = dprojected.reshape(steps, dprojected.shape[-1])
     # dW_ih and the input gradient as autodiff of the projection gives them (its rounding under bfloat16, as on the
     # fused path), over [time*batch, .] rows: 2-D GEMMs.
     _, project_pullback = jax.vjp(lambda weight, rows: dense(rows, weight, "bfloat16" if layer.bf16 else None),
-                                  weight_ih, xs.reshape(steps, -1))
+                                  weight_ih, xs.reshape(steps, xs.shape[-1]))
     dweight_ih, dxs = project_pullback(dprojected)
     return dweight_ih, jnp.sum(dprojected, axis=0), dweight_hh, dbias_hn, dxs.reshape(xs.shape), dcarry, None
 
