@@ -43,6 +43,7 @@ from experiments.translation import data as translation_data
 from experiments.translation.tokenisation import BOS, EOS, TOKENIZERS, MosesTokenizer, Vocabulary, make_tokenizer
 from rnnjax import _checks
 from rnnjax.models import decoding
+from rnnjax.models.decoder import ATTENTION_STYLES
 from rnnjax.models.seq2seq import Seq2Seq, sequence_loss
 from rnnjax.train.run_files import write_text_atomic
 
@@ -73,6 +74,8 @@ class Config:
     embedding_size: int = 32  # token embedding width (both sides)
     hidden_size: int = 64  # encoder units per direction, and the decoder's units
     attention: str = "additive"  # "none" | "additive" (Bahdanau) | "dot" | "general" (Luong)
+    attention_style: str = "luong"  # "luong" (attend after the step, feed h~ back) | "bahdanau" (attend before it)
+    attention_size: int = 0  # the additive attention's hidden size (0: the memory's, 2 * hidden_size if bidirectional)
     bridge: str = "tanh_backward"  # decoder's initial state: "tanh_backward" | "projection" | "final"
     context_every_step: bool = False  # feed the encoder's final state to every decoder step and output (Cho 2014)
     dropout_rate: float = 0.1  # on the embeddings (and between stacked levels)
@@ -110,16 +113,18 @@ PRESETS = {
     # Tutorial 2, Cho et al. 2014: GRU, the encoder's final state as context at every decoder step (20.61 / 37.5).
     "cho": dict(_TUTORIAL, encoder_cell="gru", decoder_cell="gru", bidirectional=False, num_layers=1,
                 attention="none", bridge="final", context_every_step=True),
-    # Tutorial 3, Bahdanau et al. 2015: bi-GRU encoder, additive attention, tanh(W [h_fwd; h_bwd]) bridge
-    # (28.30 / 25.6).
+    # Tutorial 3, Bahdanau et al. 2015: bi-GRU encoder, tanh(W [h_fwd; h_bwd]) bridge, additive attention 512 wide
+    # queried with the previous decoder state, its context into the GRU's input and into the output layer with the
+    # embedding (28.30 / 25.6).
     "bahdanau": dict(_TUTORIAL, encoder_cell="gru", decoder_cell="gru", bidirectional=True, num_layers=1,
-                     attention="additive", bridge="projection"),
+                     attention="additive", attention_style="bahdanau", attention_size=512, bridge="projection"),
 }
 # What fits this project's shared 2-core CPU: a quarter of the width, teacher forcing only (scheduled sampling runs
 # the decoder step by step, output layer and sampling inside a lax.scan: 4-30 s per step here at width 256), less
 # dropout for the smaller model, Adam 2e-3, 5 epochs (measured 2.4 s per step with the machine shared: 45 min).
 PRESETS["bahdanau-small"] = dict(PRESETS["bahdanau"], embedding_size=128, hidden_size=128, dropout_rate=0.3,
-                                 sampling_probability=0.0, learning_rate=2e-3, epochs=5)
+                                 sampling_probability=0.0, learning_rate=2e-3, epochs=5, attention_style="luong",
+                                 attention_size=0)
 QUICK = dict(dataset="cldr_dates", cldr_train_pairs=96, cldr_eval_pairs=32, embedding_size=8, hidden_size=8,
              epochs=1, batch_size=32, num_buckets=1, examples=2, log_every=10)
 
@@ -129,7 +134,8 @@ def make_model(config: Config, source_vocab_size: int, target_vocab_size: int) -
         src_vocab_size=source_vocab_size, tgt_vocab_size=target_vocab_size, embed_size=config.embedding_size,
         hidden_size=config.hidden_size, encoder_mode=config.encoder_cell, decoder_mode=config.decoder_cell,
         num_layers=config.num_layers, bidirectional=config.bidirectional,
-        attention=None if config.attention == "none" else config.attention, bridge=config.bridge,
+        attention=None if config.attention == "none" else config.attention,
+        attention_size=config.attention_size or None, attention_style=config.attention_style, bridge=config.bridge,
         context_every_step=config.context_every_step, dropout_rate=config.dropout_rate)
 
 
@@ -455,7 +461,7 @@ def validate(config: Config) -> None:
     for name in ("cldr_train_pairs", "cldr_eval_pairs", "min_freq", "bpe_vocab_size", "batch_size", "num_buckets",
                  "epochs", "beam_size", "log_every"):
         _checks.check_positive_int(name, getattr(config, name))
-    for name in ("max_train_pairs", "max_decode_length", "examples", "seed"):
+    for name in ("max_train_pairs", "attention_size", "max_decode_length", "examples", "seed"):
         _checks.check_nonnegative_int(name, getattr(config, name))
     for name in ("label_smoothing", "sampling_probability"):
         if not 0.0 <= getattr(config, name) < 1.0:
@@ -473,6 +479,7 @@ def parse_config(argv=None) -> Config:
     return parse_config_flags(Config, argv, __doc__.split("\n\n")[0], presets=PRESETS, quick=QUICK,
                               validate=validate, exit_on_error=True, run_flags=True,
                               choices={"dataset": DATASETS, "tokenizer": TOKENIZERS, "attention": ATTENTIONS,
+                                       "attention_style": ATTENTION_STYLES,
                                        "bridge": BRIDGES, "select_on": SELECT_ON,
                                        "encoder_cell": rnnjax.CELL_MODES, "decoder_cell": rnnjax.CELL_MODES})
 

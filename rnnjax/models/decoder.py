@@ -10,8 +10,12 @@ embedding, possibly with a context vector concatenated):
         h^0_t = [x_t; h~_{t-1}]      (h~_0 = 0)
         c_t, a_t = attend(h^L_t, memory)       h~_t = tanh(W_c [c_t; h^L_t] + b_c)     y_t = [h~_t; a_t]
 
+    with attention_style="bahdanau" (Bahdanau, Cho & Bengio 2015: attend before the step, with the previous state):
+        c_t, a_t = attend(h^L_{t-1}, memory)       h^0_t = [x_t; c_t]                       y_t = [h^L_t; c_t; a_t]
+
 so the carry is `DecoderCarry(layers, feed)`: each layer's carry and the attentional vector fed back (None without
-attention), and the output holds the attentional vector `[.., H]` then the attention weights `[.., source]`
+attention, and in Bahdanau's style, whose query is already in the top layer's carry), and the output holds the
+output vector (`[.., output_size]`: h~_t, or [h^L_t; c_t]) then the attention weights `[.., source]`
 (`split_outputs` parts them). The memory (`[batch, source, Hk]`, its bool mask and the additive attention's
 projected keys) is per example, not a weight: `bind` puts it into the params the unroll closes over.
 """
@@ -27,10 +31,13 @@ import jax.numpy as jnp
 from rnnjax import _checks
 from rnnjax.models.attention import ATTENTIONS, attend, attention_init, project_keys
 
+ATTENTION_STYLES = ("luong", "bahdanau")
+
 
 class DecoderParams(NamedTuple):
-    """`layers`: one cell's params per layer (layer 0 reads `[x; feed]` with attention); `attention`: the
-    attention's params; `combine`: `{"weight": [H, Hk + H], "bias": [H]}` (W_c); `memory` `[batch, source, Hk]`,
+    """`layers`: one cell's params per layer (layer 0 reads `[x; feed]`, or `[x; context]` in Bahdanau's style);
+    `attention`: the attention's params; `combine`: `{"weight": [H, Hk + H], "bias": [H]}` (W_c, Luong's style
+    only, else None); `memory` `[batch, source, Hk]`,
     `memory_mask` bool `[batch, source]`, `projected_memory` (additive only): set by `DecoderCell.bind`."""
 
     layers: tuple
@@ -69,12 +76,15 @@ def dense_apply(params: dict, x: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class DecoderCell:
     """Stacked core `cells` with optional `attention` ("additive", "dot", "general") over a memory of
-    `memory_size` features (see the module docstring); a cell itself (init / initial_carry / step)."""
+    `memory_size` features, in Luong's style (attend after the step, feed h~ back) or Bahdanau's (attend before
+    the step with the previous state, the context into the step and the output); see the module docstring. A
+    cell itself (init / initial_carry / step)."""
 
     cells: tuple
     attention: str | None = None
     memory_size: int | None = None
     attention_size: int | None = None
+    attention_style: str = "luong"
 
     def __post_init__(self):
         if not isinstance(self.cells, tuple) or not self.cells:
@@ -82,6 +92,7 @@ class DecoderCell:
         if self.attention is not None:
             _checks.check_choice("attention", self.attention, ATTENTIONS)
             _checks.check_positive_int("memory_size", self.memory_size)
+        _checks.check_choice("attention_style", self.attention_style, ATTENTION_STYLES)
 
     @property
     def name(self) -> str:
@@ -89,12 +100,29 @@ class DecoderCell:
 
     @property
     def hidden_size(self) -> int:
-        """The size of the output vector (h^L, or h~ with attention)."""
+        """The top cell's hidden size (and the size of h~ in Luong's style)."""
         return self.cells[-1].hidden_size
 
     @property
+    def output_size(self) -> int:
+        """The size of the output vector: h^L or h~, or [h^L; c] (`hidden_size + memory_size`) in Bahdanau's
+        style."""
+        return self.hidden_size + (self.memory_size if self._bahdanau else 0)
+
+    @property
+    def _bahdanau(self) -> bool:
+        return self.attention is not None and self.attention_style == "bahdanau"
+
+    @property
+    def _feeds_back(self) -> bool:
+        return self.attention is not None and not self._bahdanau
+
+    @property
     def feed_size(self) -> int:
-        return self.hidden_size if self.attention else 0
+        """Features layer 0 reads beyond the step input: h~_{t-1} (Luong) or c_t (Bahdanau)."""
+        if self.attention is None:
+            return 0
+        return self.memory_size if self._bahdanau else self.hidden_size
 
     def init(self, key: jax.Array, input_size: int, dtype=jnp.float32) -> DecoderParams:
         """Weights for step inputs of `input_size` features; the memory fields stay None until `bind`."""
@@ -107,7 +135,8 @@ class DecoderCell:
             return DecoderParams(tuple(layers))
         attention = attention_init(keys[-2], self.attention, self.hidden_size, self.memory_size, self.attention_size,
                                    dtype)
-        combine = dense_init(keys[-1], self.memory_size + self.hidden_size, self.hidden_size)
+        combine = None if self._bahdanau else dense_init(keys[-1], self.memory_size + self.hidden_size,
+                                                        self.hidden_size)
         return DecoderParams(tuple(layers), attention, combine)
 
     def bind(self, params: DecoderParams, memory=None, memory_mask=None) -> DecoderParams:
@@ -133,10 +162,10 @@ class DecoderCell:
         return self.cells[0].input_size(params.layers[0]) - self.feed_size
 
     def initial_carry(self, batch_shape=(), dtype=jnp.float32) -> DecoderCarry:
-        """Zero carries (and a zero feed-back h~_0 with attention)."""
+        """Zero carries (and a zero feed-back h~_0 with attention in Luong's style)."""
         batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
         layers = tuple(cell.initial_carry(batch_shape, dtype) for cell in self.cells)
-        feed = jnp.zeros(batch_shape + (self.hidden_size,), dtype) if self.attention else None
+        feed = jnp.zeros(batch_shape + (self.hidden_size,), dtype) if self._feeds_back else None
         return DecoderCarry(layers, feed)
 
     def check_carry(self, carry, batch_shape) -> DecoderCarry:
@@ -145,7 +174,9 @@ class DecoderCell:
                             f"{type(carry).__name__}")
         layers = tuple(cell.check_carry(c, batch_shape) for cell, c in zip(self.cells, carry.layers))
         feed = carry.feed
-        if self.attention:
+        if not self._feeds_back and feed is not None:
+            raise ValueError("carry.feed must be None: only attention in Luong's style feeds a vector back")
+        if self._feeds_back:
             feed = _checks.check_floating_array("carry.feed", feed)
             if tuple(feed.shape) != tuple(batch_shape) + (self.hidden_size,):
                 raise ValueError(f"carry.feed must have shape {tuple(batch_shape) + (self.hidden_size,)}, got "
@@ -153,12 +184,17 @@ class DecoderCell:
         return DecoderCarry(layers, feed)
 
     def project_inputs(self, params: DecoderParams, xs: jax.Array) -> jax.Array:
-        # Identity: layer 0 reads [x; h~_{t-1}], which only exists inside the loop, so its input GEMM runs per step.
+        # Identity: layer 0 reads [x; h~_{t-1}] or [x; c_t], which only exist inside the loop, so its input GEMM
+        # runs per step.
         return xs
 
     def recurrent_step(self, params: DecoderParams, carry: DecoderCarry, x: jax.Array):
-        """`(carry, y)` for one step input `x` `[batch, input_size]`; y is `[batch, H]`, or `[batch, H + source]`
-        with attention (the attentional vector, then the weights)."""
+        """`(carry, y)` for one step input `x` `[batch, input_size]`; y is `[batch, H]`, or
+        `[batch, output_size + source]` with attention (the output vector, then the weights)."""
+        if self.attention is not None and params.memory is None:
+            raise ValueError("DecoderCell with attention needs its memory: call bind(params, memory, mask) first")
+        if self._bahdanau:
+            return self._bahdanau_step(params, carry, x)
         h = jnp.concatenate([x, carry.feed.astype(x.dtype)], axis=-1) if self.attention else x
         new_layers = []
         for cell, layer_params, layer_carry in zip(self.cells, params.layers, carry.layers):
@@ -166,12 +202,20 @@ class DecoderCell:
             new_layers.append(layer_carry)
         if self.attention is None:
             return DecoderCarry(tuple(new_layers)), h
-        if params.memory is None:
-            raise ValueError("DecoderCell with attention needs its memory: call bind(params, memory, mask) first")
         context, weights = attend(self.attention, params.attention, h, params.memory, params.memory_mask,
                                   params.projected_memory)
         attentional = jnp.tanh(dense_apply(params.combine, jnp.concatenate([context, h], axis=-1)))
         return DecoderCarry(tuple(new_layers), attentional), jnp.concatenate([attentional, weights], axis=-1)
+
+    def _bahdanau_step(self, params: DecoderParams, carry: DecoderCarry, x: jax.Array):
+        context, weights = attend(self.attention, params.attention, carry_h(carry.layers[-1]), params.memory,
+                                  params.memory_mask, params.projected_memory)
+        h = jnp.concatenate([x, context.astype(x.dtype)], axis=-1)
+        new_layers = []
+        for cell, layer_params, layer_carry in zip(self.cells, params.layers, carry.layers):
+            layer_carry, h = cell.recurrent_step(layer_params, layer_carry, cell.project_inputs(layer_params, h))
+            new_layers.append(layer_carry)
+        return DecoderCarry(tuple(new_layers)), jnp.concatenate([h, context.astype(h.dtype), weights], axis=-1)
 
     def step(self, params: DecoderParams, carry: DecoderCarry, x: jax.Array):
         """One step on raw input `x` `[batch, input_size]`: `(carry, y)` (the cell contract)."""
@@ -184,10 +228,11 @@ class DecoderCell:
             return self.recurrent_step(params, carry, x)
 
     def split_outputs(self, ys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        """`(outputs [..., H], attention weights [..., source] or None)` of the outputs of `step` / `unroll`."""
+        """`(outputs [..., output_size], attention weights [..., source] or None)` of the outputs of `step` /
+        `unroll`."""
         if self.attention is None:
             return ys, None
-        return ys[..., :self.hidden_size], ys[..., self.hidden_size:]
+        return ys[..., :self.output_size], ys[..., self.output_size:]
 
 
 # -- a bridge from a vector to a cell's initial carry ----------------------------------------------------------------

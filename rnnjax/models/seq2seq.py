@@ -8,9 +8,12 @@
         "projection"     tanh(W_s [h^forward_S; h^backward_1] + b)
         "final"          the encoder's final (forward) carry as it is (Sutskever et al. 2014; same cell mode)
     decoder: `DecoderCell` (rnnjax.models.decoder) over x_t = [E y_{t-1}; c], with `attention` over the memory
-        (Luong's input feeding) or none; `context_every_step` (Cho et al. 2014) concatenates the encoder summary
-        c = [h^forward_S; h^backward_1] of the top layer to every step's input and to the output layer's input
-    logits_t = W_o o_t + b_o,  o_t = h~_t (attention) or h^L_t, and [o_t; E y_{t-1}; c] with `context_every_step`
+        or none; `attention_style` "luong" (attend after the step, input feeding of h~) or "bahdanau" (attend with
+        the previous state before the step, its context c'_t into the step and the output layer);
+        `context_every_step` (Cho et al. 2014) concatenates the encoder summary c = [h^forward_S; h^backward_1] of
+        the top layer to every step's input and to the output layer's input
+    logits_t = W_o o_t + b_o,  o_t = h~_t (Luong), [h^L_t; c'_t; E y_{t-1}] (Bahdanau, his "readout" of
+        App. A.2.2 without its maxout) or h^L_t (no attention); then [o_t; E y_{t-1}; c] with `context_every_step`
 
 Dropout (only when `train=True`, with a `key`) drops the embeddings, the outputs between encoder layers, and the
 decoder outputs before the output layer; never inside the decoder's recurrence. `tie_embeddings` shares the target
@@ -34,7 +37,7 @@ from rnnjax import _checks
 from rnnjax.layers import Bidirectional, Recurrent, Stack, dropout
 from rnnjax.losses import accuracy
 from rnnjax.models.attention import ATTENTIONS
-from rnnjax.models.decoder import DecoderCell, bridge_apply, bridge_init, carry_h, dense_init
+from rnnjax.models.decoder import ATTENTION_STYLES, DecoderCell, bridge_apply, bridge_init, carry_h, dense_init
 from rnnjax.rnn import CELL_MODES, make_cell
 from rnnjax.time_loop import unroll
 
@@ -124,6 +127,7 @@ class Seq2Seq:
     bidirectional: bool = True  # bidirectional encoder (memory of 2 * hidden_size features)
     attention: str | None = "additive"  # one of ATTENTIONS, or None (no attention)
     attention_size: int | None = None  # the additive attention's hidden size (None: the memory size)
+    attention_style: str = "luong"  # "luong" | "bahdanau" (ATTENTION_STYLES; module docstring)
     bridge: str = "tanh_backward"  # how the decoder's initial carry comes from the encoder (BRIDGES)
     context_every_step: bool = False  # Cho et al. 2014: the encoder summary into every step and the output layer
     dropout_rate: float = 0.0  # on embeddings, between encoder layers, before the output layer (train only)
@@ -147,6 +151,9 @@ class Seq2Seq:
             _checks.check_positive_int("attention_size", self.attention_size)
             if self.attention != "additive":
                 raise ValueError(f"attention_size is for additive attention, got attention={self.attention!r}")
+        _checks.check_choice("attention_style", self.attention_style, ATTENTION_STYLES)
+        if self.attention_style != "luong" and self.attention is None:
+            raise ValueError(f"attention_style={self.attention_style!r} needs an attention, got attention=None")
         _checks.check_choice("bridge", self.bridge, BRIDGES)
         if self.bridge == "final" and self.encoder_mode != self.decoder_mode:
             raise ValueError(f"bridge='final' copies the encoder's carry, so it needs encoder_mode == decoder_mode, "
@@ -154,7 +161,8 @@ class Seq2Seq:
         _checks.check_rate("dropout_rate", self.dropout_rate)
         if self.tie_embeddings and self.readout_size != self.embed_size:
             raise ValueError(f"tie_embeddings needs the output layer's input size ({self.readout_size}) to equal "
-                             f"embed_size {self.embed_size}: hidden_size == embed_size and no context_every_step")
+                             f"embed_size {self.embed_size}: hidden_size == embed_size, no context_every_step and no "
+                             "Bahdanau-style attention")
 
     # -- sizes and parts -------------------------------------------------------------------------------------------
     @property
@@ -170,9 +178,17 @@ class Seq2Seq:
         return self.memory_size if self.context_every_step else 0
 
     @property
+    def _bahdanau(self) -> bool:
+        return self.attention is not None and self.attention_style == "bahdanau"
+
+    @property
     def readout_size(self) -> int:
-        extra = self.embed_size + self.context_size if self.context_every_step else 0
-        return self.hidden_size + extra
+        size = self.hidden_size
+        if self._bahdanau:
+            size += self.memory_size + self.embed_size
+        if self.context_every_step:
+            size += self.embed_size + self.context_size
+        return size
 
     @property
     def encoder(self) -> Stack:
@@ -184,7 +200,8 @@ class Seq2Seq:
     @property
     def decoder(self) -> DecoderCell:
         cells = tuple(make_cell(self.decoder_mode, self.hidden_size) for _ in range(self.num_layers))
-        return DecoderCell(cells, self.attention, self.memory_size if self.attention else None, self.attention_size)
+        return DecoderCell(cells, self.attention, self.memory_size if self.attention else None, self.attention_size,
+                           self.attention_style)
 
     def _bridge_source_size(self) -> int:
         return self.hidden_size if self.bridge == "tanh_backward" else self.memory_size
@@ -263,6 +280,8 @@ class Seq2Seq:
         return jnp.concatenate([embedded, context], axis=-1)
 
     def _readout(self, params: dict, outputs: jax.Array, embedded: jax.Array, context, key=None) -> jax.Array:
+        if self._bahdanau:
+            outputs = jnp.concatenate([outputs, embedded], axis=-1)
         if self.context_every_step:
             outputs = jnp.concatenate([outputs, self._step_inputs(embedded, context)], axis=-1)
         if key is not None:

@@ -1,5 +1,5 @@
-"""Seq2Seq: the teacher-forced unroll equals a Python loop over the decoder's step (every attention, bridge and
-Cho's context), the bridge is Bahdanau's formula, padding never leaks, scheduled sampling at p -> 0 is teacher
+"""Seq2Seq: the teacher-forced unroll equals a Python loop over the decoder's step (every attention, both attention
+styles, bridge and Cho's context), the bridge and the Bahdanau-style step are Bahdanau's formulas, padding never leaks, scheduled sampling at p -> 0 is teacher
 forcing, the loss is the masked (label-smoothed) cross-entropy, and bad ids raise."""
 
 import jax
@@ -42,6 +42,8 @@ CONFIGS = [
     dict(attention=None, bridge="projection", context_every_step=True, encoder_mode="mingru"),
     dict(attention="additive", context_every_step=True, decoder_mode="minlstm"),
     dict(attention=None, bridge="final", bidirectional=False, tie_embeddings=True),
+    dict(attention="additive", attention_style="bahdanau", attention_size=5, bridge="projection"),
+    dict(attention="general", attention_style="bahdanau", decoder_mode="lstm", num_layers=2, context_every_step=True),
 ]
 
 
@@ -61,8 +63,9 @@ def test_teacher_forced_unroll_equals_a_python_loop_over_step(config, key):
         assert np.all(np.asarray(weights)[1, 2:] == 0)  # target padding
 
 
-def test_the_decoder_cell_unroll_equals_its_step_with_lengths(key):
-    cell = DecoderCell((make_cell("gru", 5), make_cell("lstm", 4)), "general", memory_size=3)
+@pytest.mark.parametrize("style", ["luong", "bahdanau"])
+def test_the_decoder_cell_unroll_equals_its_step_with_lengths(style, key):
+    cell = DecoderCell((make_cell("gru", 5), make_cell("lstm", 4)), "general", memory_size=3, attention_style=style)
     params = cell.bind(cell.init(key, 2), jax.random.normal(key, (2, 6, 3)), jnp.arange(6)[None, :] < jnp.array([[6],
                                                                                                                 [2]]))
     xs = jax.random.normal(jax.random.key(2), (2, 5, 2))
@@ -75,9 +78,36 @@ def test_the_decoder_cell_unroll_equals_its_step_with_lengths(key):
             np.testing.assert_allclose(ys[1, t], y[1], rtol=1e-5, atol=1e-6)
         if t == 2:
             held = jax.tree.map(lambda leaf: leaf[1], carry)
-    assert ys.shape == (2, 5, 4 + 6) and np.all(np.asarray(ys[1, 3:]) == 0)
+    # [h~ (4); weights (6)] in Luong's style, [h (4); context (3); weights (6)] in Bahdanau's
+    assert ys.shape == (2, 5, cell.output_size + 6) and cell.output_size == {"luong": 4, "bahdanau": 7}[style]
+    assert np.all(np.asarray(ys[1, 3:]) == 0)
     for got, want in zip(jax.tree.leaves(jax.tree.map(lambda leaf: leaf[1], final)), jax.tree.leaves(held)):
-        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_bahdanau_style_step_is_the_formula(key):
+    """One step by hand: c_1 = sum_s softmax_s(v^T tanh(W_q s_0 + W_k k_s + b)) k_s over the valid s, s_1 =
+    GRU(s_0, [E y_0; c_1]), logits = W_o [s_1; c_1; E y_0] + b_o (bentrevett's tutorial 3, Bahdanau et al. 2015)."""
+    model = small(attention="additive", attention_style="bahdanau", attention_size=5, bridge="projection")
+    params = model.init(key)
+    memory, _ = model.encode(params, SRC, SRC_LENGTHS)
+    state = model.init_state(params, SRC, SRC_LENGTHS)
+    s0 = state.carry.layers[0]
+    attention = params["decoder"].attention
+    scores = jnp.tanh(memory @ attention["key"].T + attention["bias"][None, None, :]
+                      + (s0 @ attention["query"].T)[:, None, :])
+    scores = jnp.where(jnp.arange(5)[None, :] < SRC_LENGTHS[:, None], scores @ attention["v"], -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=1)
+    context = jnp.einsum("bs,bsk->bk", weights, memory)
+    embedded = params["tgt_embedding"][TGT_IN[:, 0]]
+    cell = model.decoder.cells[0]
+    _, s1 = cell.step(params["decoder"].layers[0], s0, jnp.concatenate([embedded, context], axis=-1))
+    output = params["output"]
+    expected = jnp.concatenate([s1, context, embedded], axis=-1) @ output["weight"].T + output["bias"][None, :]
+    _, logits, step_weights = model.step(params, state, TGT_IN[:, 0])
+    np.testing.assert_allclose(step_weights, weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert params["decoder"].combine is None and output["weight"].shape == (8, 6 + 12 + 6)
 
 
 def test_tanh_backward_bridge_is_bahdanaus_formula(key):
@@ -181,3 +211,9 @@ def test_bad_ids_and_configs_raise_clear_errors(key):
         small(bridge="final", encoder_mode="lstm")
     with pytest.raises(ValueError, match="tie_embeddings needs"):
         small(tie_embeddings=True, context_every_step=True)
+    with pytest.raises(ValueError, match="attention_style must be one of"):
+        small(attention_style="cho")
+    with pytest.raises(ValueError, match="attention_style='bahdanau' needs an attention"):
+        small(attention=None, attention_style="bahdanau")
+    with pytest.raises(ValueError, match="tie_embeddings needs"):
+        small(tie_embeddings=True, attention_style="bahdanau")
