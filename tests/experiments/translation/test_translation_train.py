@@ -58,11 +58,14 @@ def test_command_line(capsys):
     config = translation.parse_config(["--preset", "bahdanau", "--src", "en", "--tgt", "de"])
     assert (config.dataset, config.attention, config.hidden_size, config.src, config.tgt) == (
         "multi30k", "additive", 512, "en", "de")
+    assert (config.attention_style, config.attention_size) == ("bahdanau", 512)  # tutorial 3's decoder
     sutskever = translation.parse_config(["--preset", "sutskever"])
     assert (sutskever.encoder_cell, sutskever.num_layers, sutskever.attention) == ("lstm", 2, "none")
     assert translation.parse_config(["--quick"]).cldr_train_pairs == 96
     for argv, message in ((["--no-such-flag", "1"], "unrecognized arguments"),
                           (["--attention", "luong"], "--attention must be one of"),
+                          (["--attention-style", "cho"], "--attention-style must be one of"),
+                          (["--attention-size", "-1"], "--attention-size must be >= 0, got -1"),
                           (["--src", "en"], "--src and --tgt are both 'en'"),
                           (["--dataset", "multi30k", "--src", "cs"], "--src must be one of en, de, fr for Multi30k"),
                           (["--dataset", "multi30k", "--test-splits", "test_2019"], "no split 'test_2019'"),
