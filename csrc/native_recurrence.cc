@@ -148,18 +148,19 @@ struct Aligned {
 
 inline int num_tiles(int64_t hidden, int units) { return static_cast<int>((hidden + units - 1) / units); }
 
-// Forward packing of W_hh [G*H, H] (PyTorch's layout): tile-major, then k, then gate, then the tile's units, so
-// a tile's GEMM reads W^T[k, gate columns of its units] as G * NV consecutive vectors. Units past H are zero.
-void pack_forward(const float* w, int64_t hidden, int gates, int units, bool bf16, float* out) {
+// Forward packing of W_hh [G*H, H] or W_ih [G*H, D] (PyTorch's layout, rows of `depth` floats): tile-major, then
+// k, then gate, then the tile's units, so a tile's GEMM reads W^T[k, gate columns of its units] as G * NV
+// consecutive vectors. Units past H are zero.
+void pack_forward(const float* w, int64_t hidden, int64_t depth, int gates, int units, bool bf16, float* out) {
   const int tiles = num_tiles(hidden, units);
-  // Reads W_hh row by row (a tile's writes, H * G * units floats, stay in cache).
+  // Reads W row by row (a tile's writes, depth * G * units floats, stay in cache).
   for (int tile = 0; tile < tiles; ++tile)
     for (int g = 0; g < gates; ++g)
       for (int lane = 0; lane < units; ++lane) {
         const int64_t unit = int64_t(tile) * units + lane;
-        const float* row = unit < hidden ? w + (g * hidden + unit) * hidden : nullptr;
-        float* column = out + (int64_t(tile) * hidden * gates + g) * units + lane;
-        for (int64_t k = 0; k < hidden; ++k) {
+        const float* row = unit < hidden ? w + (g * hidden + unit) * depth : nullptr;
+        float* column = out + (int64_t(tile) * depth * gates + g) * units + lane;
+        for (int64_t k = 0; k < depth; ++k) {
           const float value = row ? row[k] : 0.0f;
           column[k * gates * units] = bf16 ? round_bf16(value) : value;
         }
@@ -226,24 +227,38 @@ inline __attribute__((always_inline)) void gemm_panel(const float* __restrict a,
     for (int c = 0; c < C; ++c) acc[r][c] = sum[r][c];
 }
 
-// One tile's GEMM over the whole batch, a [batch, depth] times the tile's packed weights [depth][C * L], then
-// finish(b0, rows, acc) per block of rows with the complete sums (zero when !compute). The depth is cut into
-// panels whose weights fit in L1 (about 24 KiB), and each panel is applied to every row block before the next,
-// so the weights are read from L2/L3 once per step rather than once per row block; the partial sums wait in
-// `scratch` [batch][C * L] between panels.
+// One operand of a tile's GEMM: rows `a + b * lda` of `depth` floats, and the tile's packed weights [depth][C * L].
+struct Segment {
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* w = nullptr;
+  int64_t depth = 0;
+};
+
+// One tile's GEMM over the whole batch, [first.a | second.a] [batch, first.depth + second.depth] times the tile's
+// packed weights, then finish(b0, rows, acc) per block of rows with the complete sums (zero when !compute). The
+// depth is cut into panels whose weights fit in L1 (about 24 KiB), and each panel is applied to every row block
+// before the next, so the weights are read from L2/L3 once per step rather than once per row block; the partial
+// sums wait in `scratch` [batch][C * L] between panels. The LSTM forward passes the step's inputs as `first`
+// (x_t W_ih^T, so the input projection runs inside the loop) and h as `second`; the other loops pass h only.
 template <int RMAX, int C, class Finish>
-inline void tile_gemm(const float* a, int64_t lda, const float* w, int64_t depth, int64_t batch, float* scratch,
-                      bool compute, Finish&& finish) {
+inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scratch, bool compute, Finish&& finish) {
   constexpr int64_t kPanel = std::max<int64_t>(16, 24576 / (C * L * 4));
-  const int64_t panels = compute ? std::max<int64_t>(1, (depth + kPanel - 1) / kPanel) : 1;
+  const int64_t first_panels = compute ? (first.depth + kPanel - 1) / kPanel : 0;
+  const int64_t second_panels = compute ? (second.depth + kPanel - 1) / kPanel : 0;
+  const int64_t panels = std::max<int64_t>(1, first_panels + second_panels);
   for (int64_t p = 0; p < panels; ++p) {
-    const int64_t k0 = p * kPanel, k1 = compute ? std::min(depth, k0 + kPanel) : 0;
+    const bool in_first = p < first_panels;
+    const Segment& segment = in_first ? first : second;
+    const int64_t k0 = (in_first ? p : p - first_panels) * kPanel;
+    const int64_t k1 = first_panels + second_panels > 0 ? std::min(segment.depth, k0 + kPanel) : 0;
     const bool last = p == panels - 1;
     for_row_blocks<RMAX>(batch, [&](int b0, auto rows) {
       constexpr int R = decltype(rows)::value;
       vf acc[R][C];
       float* partial = scratch + int64_t(b0) * C * L;
-      gemm_panel<R, C>(a + b0 * lda, lda, w, k0, k1, p > 0 ? partial : nullptr, acc);
+      gemm_panel<R, C>(segment.a + b0 * segment.lda, segment.lda, segment.w, k0, k1, p > 0 ? partial : nullptr,
+                       acc);
       if (!last) {
         for (int r = 0; r < R; ++r)
           for (int c = 0; c < C; ++c) store(partial + (r * C + c) * L, acc[r][c]);
@@ -252,6 +267,12 @@ inline void tile_gemm(const float* a, int64_t lda, const float* w, int64_t depth
       finish(b0, rows, acc);
     });
   }
+}
+
+template <int RMAX, int C, class Finish>
+inline void tile_gemm(const float* a, int64_t lda, const float* w, int64_t depth, int64_t batch, float* scratch,
+                      bool compute, Finish&& finish) {
+  tile_gemm<RMAX, C>(Segment{}, Segment{a, lda, w, depth}, batch, scratch, compute, finish);
 }
 
 // -- the thread team: iterations in order, the tiles of one iteration in parallel ---------------------------------
@@ -369,39 +390,53 @@ inline void prefetch_lines(const float* row, int64_t stride, int count) {
 ffi::Error shape_error(const char* what) { return ffi::Error::InvalidArgument(std::string("rnnjax native: ") + what); }
 
 // ================================================== LSTM ========================================================
-// Forward, per step t (from T-1 down when reverse): gates = P[t] + h W_hh^T; i, f, o = sigmoid, g = tanh;
-// c' = f c + i g; h' = o tanh(c'); where valid[t, b] is false, h and c are held and y is zero.
-ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi::Buffer<ffi::F32> bias,
-                       ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
+// Forward, per step t (from T-1 down when reverse): gates = x_t W_ih^T + h W_hh^T + b; i, f, o = sigmoid,
+// g = tanh; c' = f c + i g; h' = o tanh(c'); where valid[t, b] is false, h and c are held and y is zero. The input
+// projection runs in the step's register block, before the recurrent part: the [T, B, 4H] projection never goes
+// through memory, and its GEMM runs at the micro-kernel's rate (XLA's separate GEMM was 180-280 GFLOP/s here).
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> weight_ih,
+                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
                        ffi::ResultBuffer<ffi::F32> c_out, ffi::ResultBuffer<ffi::F32> h_prev,
                        ffi::ResultBuffer<ffi::F32> c_prev, ffi::ResultBuffer<ffi::F32> activations,
                        ffi::ResultBuffer<ffi::F32> tanh_c, bool reverse, bool training, bool bf16,
                        bool batch_major) {
   constexpr int NV = kGatedForwardVectors, TU = NV * L;
-  auto dims = projected.dimensions();
-  if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("LSTM: projected must be [T, B, 4H]");
+  auto dims = xs.dimensions();
+  if (dims.size() != 3 || h0.dimensions().size() != 2) return shape_error("LSTM: xs must be [T, B, D]");
   const Layout seq = layout_of(dims, batch_major);
-  const int64_t T = seq.T, B = seq.B, H = h0.dimensions()[1];
+  const int64_t T = seq.T, B = seq.B, D = dims[2], H = h0.dimensions()[1];
   if (valid.element_count() != T * B) return shape_error("valid must be [T, B] bool");
-  if (dims[2] != 4 * H || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H ||
+  if (weight_ih.element_count() != 4 * H * D || h0.dimensions()[0] != B || weight_hh.element_count() != 4 * H * H ||
       bias.element_count() != 4 * H)
-    return shape_error("LSTM: projected [T, B, 4H], bias [4H], weight_hh [4H, H], h0 [B, H] disagree");
+    return shape_error("LSTM: xs [T, B, D], weight_ih [4H, D], bias [4H], weight_hh [4H, H], h0 [B, H] disagree");
   float* h = h_out->typed_data();
   float* c = c_out->typed_data();
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
   std::memcpy(c, c0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * H * 4 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 4 * NV * L);
-  pack_forward(weight_hh.typed_data(), H, 4, TU, bf16, packed.data);
+  Aligned packed(int64_t(tiles) * H * 4 * TU), packed_ih(int64_t(tiles) * D * 4 * TU), operand(2 * B * H),
+      scratch(int64_t(tiles) * B * 4 * NV * L), rounded_xs(bf16 ? T * B * D : 0);
+  pack_forward(weight_hh.typed_data(), H, H, 4, TU, bf16, packed.data);
+  pack_forward(weight_ih.typed_data(), H, D, 4, TU, bf16, packed_ih.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
-  const float *P = projected.typed_data(), *BI = bias.typed_data();
+  // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them.
+  const float* X = xs.typed_data();
+  if (bf16) {
+    for (int64_t i = 0; i < T * B * D; ++i) rounded_xs.data[i] = round_bf16(X[i]);
+    X = rounded_xs.data;
+  }
+  // The rows of x_t: b * lda_x floats after step t's first row.
+  const int64_t lda_x = (seq.row(0, 1) - seq.row(0, 0)) * D;
+  const int x_lines = static_cast<int>((D + L - 1) / L);  // 64-byte lines per input row (L floats each for AVX-512)
+  const float* BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float* Y = ys->typed_data();
   float *HP = h_prev->typed_data(), *CP = c_prev->typed_data(), *A = activations->typed_data(),
         *TC = tanh_c->typed_data();
   const float* W = packed.data;
+  const float* W_ih = packed_ih.data;
   float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
@@ -410,18 +445,19 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
     const float* src = op + (n % 2) * B * H;
     float* dst = op + ((n + 1) % 2) * B * H;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * H * 4 * TU;
-    tile_gemm<kRowsForward4, 4 * NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * 4 * NV * L, true,
+    const Segment inputs{X + seq.row(t, 0) * D, lda_x, W_ih + int64_t(tile) * D * 4 * TU, D};
+    const Segment recurrent{src, H, W + int64_t(tile) * H * 4 * TU, H};
+    tile_gemm<kRowsForward4, 4 * NV>(inputs, recurrent, B, sc + int64_t(tile) * B * 4 * NV * L, true,
                   [&](int b0, auto rows, auto& acc) {
       constexpr int R = decltype(rows)::value;
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < R; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
-        const float* p = P + io * 4 * H;
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
-          prefetch_lines(P + ahead * 4 * H + u0, H, 4);
+          // Every tile reads the whole input row: each asks for its share of the row's lines.
+          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(X + ahead * D + line * L);
           prefetch_lines<1>(Y + ahead * H + u0, L, NV);
           if (training) {
             prefetch_lines<1>(A + ahead * 4 * H + u0, H, 4);
@@ -433,11 +469,10 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ff
           const int64_t u = u0 + v * L;
           const int m = static_cast<int>(H - u);
           if (m <= 0) continue;
-          // (x W_ih^T + bias) first, as XLA's projection-plus-bias computed it before the bias moved in here.
-          vf i = vsigmoid(acc[r][0 * NV + v] + (loadn(p + 0 * H + u, m) + loadn(BI + 0 * H + u, m)));
-          vf f = vsigmoid(acc[r][1 * NV + v] + (loadn(p + 1 * H + u, m) + loadn(BI + 1 * H + u, m)));
-          vf g = vtanh(acc[r][2 * NV + v] + (loadn(p + 2 * H + u, m) + loadn(BI + 2 * H + u, m)));
-          vf o = vsigmoid(acc[r][3 * NV + v] + (loadn(p + 3 * H + u, m) + loadn(BI + 3 * H + u, m)));
+          vf i = vsigmoid(acc[r][0 * NV + v] + loadn(BI + 0 * H + u, m));
+          vf f = vsigmoid(acc[r][1 * NV + v] + loadn(BI + 1 * H + u, m));
+          vf g = vtanh(acc[r][2 * NV + v] + loadn(BI + 2 * H + u, m));
+          vf o = vsigmoid(acc[r][3 * NV + v] + loadn(BI + 3 * H + u, m));
           vf c_old = loadn(c + b * H + u, m), h_old = loadn(h + b * H + u, m);
           vf c_new = f * c_old + i * g;
           vf tc = vtanh(c_new);
@@ -585,7 +620,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
   Aligned packed(int64_t(tiles) * H * 3 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 3 * NV * L);
-  pack_forward(weight_hh.typed_data(), H, 3, TU, bf16, packed.data);
+  pack_forward(weight_hh.typed_data(), H, H, 3, TU, bf16, packed.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const float* BN = bias_hn.typed_data();
@@ -765,7 +800,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
   Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
-  pack_forward(weight_hh.typed_data(), H, 1, TU, bf16, packed.data);
+  pack_forward(weight_hh.typed_data(), H, H, 1, TU, bf16, packed.data);
   for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const bool* V = valid.typed_data();
@@ -910,6 +945,7 @@ extern "C" const char* RnnjaxNativeIsa() { return RNNJAX_ISA; }
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

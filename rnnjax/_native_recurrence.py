@@ -6,9 +6,11 @@
 kernel, float32 params and carry, and GEMM operands in float32 or bfloat16 (`cell.matmul_dtype`). It is a
 `jax.custom_vjp` around two FFI calls and the layer's large GEMMs:
 
-- forward: `P = xs @ W_ih^T` (one XLA GEMM over all steps, in the layout of `xs`, so no transpose comes before
-  it); the C++ loop adds the folded bias to `P` (XLA's separate pass over `[time, batch, G*H]` is gone), runs the
-  recurrence and writes `ys` in the layout of `xs` and, under differentiation only, what the backward pass reads;
+- forward: the LSTM's C++ loop reads `xs` and `W_ih` and computes each step's `x_t W_ih^T + h W_hh^T + b` in one
+  register block, so the input projection `[time, batch, 4H]` is never written; for the GRU and the Elman RNN,
+  `P = xs @ W_ih^T` is one XLA GEMM over all steps, in the layout of `xs` (no transpose comes before it), and the
+  loop adds the folded bias to `P`. The loop writes `ys` in the layout of `xs` and, under differentiation only,
+  what the backward pass reads;
 - backward: the reverse loop reads the cotangent of `ys`, carries `(dh, dc)` and writes each step's gate
   gradients, all in the layout of `xs`, as are the residuals it reads. The gate gradients `[time*batch, G*H]`
   then share their rows with `xs` and `h_prev`, so `dW_ih = dgates^T xs` and `dW_hh = dgates^T h_prev` are
@@ -80,7 +82,6 @@ class _Layer(NamedTuple):
 
 
 def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid, training=True):
-    projected = dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
     leading = xs.shape[:2]
     batch = leading[0] if layer.batch_major else leading[1]
     hidden = weight_hh.shape[1]
@@ -91,9 +92,11 @@ def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid,
             "rnnjax_lstm_forward",
             [(*leading, hidden), (batch, hidden), (batch, hidden), steps, steps,
              _saved((*leading, 4 * hidden), training), steps],
-            projected, bias, weight_hh, carry[0], carry[1], valid, **attributes)
+            xs.astype(jnp.float32), weight_ih, bias, weight_hh, carry[0], carry[1], valid, **attributes)
         final, saved = (h, c), (activations, c_prev, tanh_c)
-    elif layer.kernel == "gru":
+        return (ys, final), (weight_ih, weight_hh, xs, valid, h_prev, saved)
+    projected = dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
+    if layer.kernel == "gru":
         ys, h, h_prev, activations = _call(
             "rnnjax_gru_forward",
             [(*leading, hidden), (batch, hidden), steps, _saved((*leading, 4 * hidden), training)],
