@@ -38,6 +38,7 @@ from rnnjax.models.attention import ATTENTIONS
 from rnnjax.models.attention import attend
 from rnnjax.models.attention import attention_init
 from rnnjax.models.attention import project_keys
+from rnnjax.models.decoder import ATTENTION_STYLES
 from rnnjax.models.decoder import DecoderCarry
 from rnnjax.models.decoder import DecoderCell
 from rnnjax.models.decoder import DecoderParams
@@ -53,6 +54,7 @@ from rnnjax.models.decoding import sample_decode
 
 __all__ = [
     "ATTENTIONS",
+    "ATTENTION_STYLES",
     "BRIDGES",
     "CaptionDecoder",
     "DecodeState",
