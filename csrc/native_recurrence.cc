@@ -395,7 +395,8 @@ ffi::Error shape_error(const char* what) { return ffi::Error::InvalidArgument(st
 // projection runs in the step's register block, before the recurrent part: the [T, B, 4H] projection never goes
 // through memory, and its GEMM runs at the micro-kernel's rate (XLA's separate GEMM was 180-280 GFLOP/s here).
 ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> weight_ih,
-                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
+                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> weight_hh, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> valid,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_out,
                        ffi::ResultBuffer<ffi::F32> c_out, ffi::ResultBuffer<ffi::F32> h_prev,
                        ffi::ResultBuffer<ffi::F32> c_prev, ffi::ResultBuffer<ffi::F32> activations,
@@ -429,7 +430,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   }
   // The rows of x_t: b * lda_x floats after step t's first row.
   const int64_t lda_x = (seq.row(0, 1) - seq.row(0, 0)) * D;
-  const int x_lines = static_cast<int>((D + L - 1) / L);  // 64-byte lines per input row (L floats each for AVX-512)
+  const int x_lines = static_cast<int>((D + L - 1) / L);  // vectors per input row (a 64-byte line with AVX-512)
   const float* BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float* Y = ys->typed_data();
