@@ -50,7 +50,7 @@ from rnnjax.train.run_files import write_text_atomic
 DATASETS = ("cldr_dates", "multi30k")
 ATTENTIONS = ("none", "additive", "dot", "general")
 BRIDGES = ("tanh_backward", "projection", "final")
-SELECT_ON = ("loss", "bleu")
+SELECT_ON = ("loss", "free_running_loss", "bleu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,8 @@ class Config:
     optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
     learning_rate: float = 3e-3  # constant rate
     max_grad_norm: float = 1.0  # global-norm clip (the tutorials clip at 1)
-    select_on: str = "loss"  # keep the epoch with the best validation "loss" or greedy-decoded sacreBLEU ("bleu")
+    select_on: str = "loss"  # keep the epoch with the best validation "loss" (teacher-forced), "free_running_loss"
+    # (the decoder reading its own argmax tokens: the tutorials' choice) or greedy-decoded sacreBLEU ("bleu")
     beam_size: int = 1  # 1: greedy decoding; > 1: beam search of that width
     length_penalty: float = 1.0  # beam search: scores divided by length ** length_penalty (0: raw log-probability)
     max_decode_length: int = 0  # output tokens at most, <eos> included (0: longest training target + 10)
@@ -339,6 +340,10 @@ def train(config: Config) -> dict:
             _, hypotheses = decode_split(params, "val", 1)
             scores["valid_sacrebleu"] = metrics.sacre_bleu(hypotheses, splits["val"].target, config.lowercase)[0]
             value = -scores["valid_sacrebleu"]
+        elif config.select_on == "free_running_loss":
+            free_nll, _ = free_running_nll(model, params, eval_batches["val"])
+            scores["valid_free_running_perplexity"] = metrics.perplexity(free_nll, tokens)
+            value = free_nll / tokens
         else:
             value = scores["valid_loss"]
         if best["value"] is None or value < best["value"]:  # ties keep the earlier epoch

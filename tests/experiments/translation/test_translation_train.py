@@ -34,6 +34,29 @@ def test_quick_run_writes_scores_translations_and_attention(tmp_path):
     assert json.loads((run / "summary.json").read_text())["test"]["test"]["sacrebleu"] == result["sacrebleu"]
 
 
+def test_selecting_on_the_free_running_loss_keeps_its_best_epoch(tmp_path, monkeypatch):
+    # Validation calls (one per epoch) see their free-running loss inflated more each epoch, so the free-running
+    # choice is epoch 0 while the teacher-forced loss (falling every epoch here) would keep the last.
+    real, calls = translation.free_running_nll, []
+
+    def inflated(model, params, batches):
+        nll, tokens = real(model, params, batches)
+        calls.append(None)
+        return nll * (1.0 + len(calls)) if len(calls) <= 3 else nll, tokens
+
+    monkeypatch.setattr(translation, "free_running_nll", inflated)
+    config = translation.Config(**dict(translation.QUICK, epochs=3), select_on="free_running_loss",
+                                run_dir=str(tmp_path / "run"), quiet=True, compilation_cache=False)
+    summary = translation.train(config)
+    valid = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if '"valid"' in line]
+    free_running = [record["valid_free_running_perplexity"] for record in valid]
+    teacher_forced = [record["valid_perplexity"] for record in valid]
+    assert len(free_running) == 3 and all(np.isfinite(free_running))
+    assert int(np.argmin(teacher_forced)) == 2 and int(np.argmin(free_running)) == 0
+    assert summary["best_epoch"] == 0 and summary["select_on"] == "free_running_loss"
+
+
 def test_drawn_attention_is_the_greedy_decoders_own():
     model = Seq2Seq(src_vocab_size=12, tgt_vocab_size=10, embed_size=6, hidden_size=5, attention="additive")
     params = model.init(jax.random.key(1))
