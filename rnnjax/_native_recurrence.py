@@ -81,6 +81,11 @@ class _Layer(NamedTuple):
         return attributes | ({"relu": self.relu} if self.kernel == "rnn" else {})
 
 
+def _projection(layer, xs, weight_ih):
+    """`xs @ W_ih^T` in the layout of `xs`: the GRU's and Elman RNN's loops read it (the LSTM's computes it)."""
+    return dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
+
+
 def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid, training=True):
     leading = xs.shape[:2]
     batch = leading[0] if layer.batch_major else leading[1]
@@ -94,17 +99,16 @@ def _layer_forward(layer, weight_ih, bias, weight_hh, bias_hn, xs, carry, valid,
              _saved((*leading, 4 * hidden), training), steps],
             xs.astype(jnp.float32), weight_ih, bias, weight_hh, carry[0], carry[1], valid, **attributes)
         final, saved = (h, c), (activations, c_prev, tanh_c)
-        return (ys, final), (weight_ih, weight_hh, xs, valid, h_prev, saved)
-    projected = dense(xs, weight_ih, "bfloat16" if layer.bf16 else None)
-    if layer.kernel == "gru":
+    elif layer.kernel == "gru":
         ys, h, h_prev, activations = _call(
             "rnnjax_gru_forward",
             [(*leading, hidden), (batch, hidden), steps, _saved((*leading, 4 * hidden), training)],
-            projected, bias, weight_hh, bias_hn, carry[0], valid, **attributes)
+            _projection(layer, xs, weight_ih), bias, weight_hh, bias_hn, carry[0], valid, **attributes)
         final, saved = (h,), (activations,)
     else:
         ys, h, h_prev, h_new = _call("rnnjax_rnn_forward", [(*leading, hidden), (batch, hidden), steps, steps],
-                                     projected, bias, weight_hh, carry[0], valid, **attributes)
+                                     _projection(layer, xs, weight_ih), bias, weight_hh, carry[0], valid,
+                                     **attributes)
         final, saved = (h,), (h_new,)
     return (ys, final), (weight_ih, weight_hh, xs, valid, h_prev, saved)
 
@@ -141,8 +145,8 @@ def _layer_backward(layer, residuals, cotangents):
     dprojected = dprojected.reshape(steps, dprojected.shape[-1])
     # dW_ih and the input gradient as autodiff of the projection gives them (its rounding under bfloat16, as on the
     # fused path), over [time*batch, .] rows: 2-D GEMMs.
-    _, project_pullback = jax.vjp(lambda weight, rows: dense(rows, weight, "bfloat16" if layer.bf16 else None),
-                                  weight_ih, xs.reshape(steps, xs.shape[-1]))
+    _, project_pullback = jax.vjp(lambda weight, rows: _projection(layer, rows, weight), weight_ih,
+                                  xs.reshape(steps, xs.shape[-1]))
     dweight_ih, dxs = project_pullback(dprojected)
     return dweight_ih, jnp.sum(dprojected, axis=0), dweight_hh, dbias_hn, dxs.reshape(xs.shape), dcarry, None
 

@@ -194,28 +194,26 @@ class DecoderCell:
         if self.attention is not None and params.memory is None:
             raise ValueError("DecoderCell with attention needs its memory: call bind(params, memory, mask) first")
         if self._bahdanau:
-            return self._bahdanau_step(params, carry, x)
+            context, weights = attend(self.attention, params.attention, carry_h(carry.layers[-1]), params.memory,
+                                      params.memory_mask, params.projected_memory)
+            layers, h = self._layers_step(params, carry, jnp.concatenate([x, context.astype(x.dtype)], axis=-1))
+            return DecoderCarry(layers), jnp.concatenate([h, context.astype(h.dtype), weights], axis=-1)
         h = jnp.concatenate([x, carry.feed.astype(x.dtype)], axis=-1) if self.attention else x
-        new_layers = []
-        for cell, layer_params, layer_carry in zip(self.cells, params.layers, carry.layers):
-            layer_carry, h = cell.recurrent_step(layer_params, layer_carry, cell.project_inputs(layer_params, h))
-            new_layers.append(layer_carry)
+        layers, h = self._layers_step(params, carry, h)
         if self.attention is None:
-            return DecoderCarry(tuple(new_layers)), h
+            return DecoderCarry(layers), h
         context, weights = attend(self.attention, params.attention, h, params.memory, params.memory_mask,
                                   params.projected_memory)
         attentional = jnp.tanh(dense_apply(params.combine, jnp.concatenate([context, h], axis=-1)))
-        return DecoderCarry(tuple(new_layers), attentional), jnp.concatenate([attentional, weights], axis=-1)
+        return DecoderCarry(layers, attentional), jnp.concatenate([attentional, weights], axis=-1)
 
-    def _bahdanau_step(self, params: DecoderParams, carry: DecoderCarry, x: jax.Array):
-        context, weights = attend(self.attention, params.attention, carry_h(carry.layers[-1]), params.memory,
-                                  params.memory_mask, params.projected_memory)
-        h = jnp.concatenate([x, context.astype(x.dtype)], axis=-1)
+    def _layers_step(self, params: DecoderParams, carry: DecoderCarry, h: jax.Array):
+        """The stacked cells' step on layer 0's input `h`: (each layer's new carry, the top layer's output)."""
         new_layers = []
         for cell, layer_params, layer_carry in zip(self.cells, params.layers, carry.layers):
             layer_carry, h = cell.recurrent_step(layer_params, layer_carry, cell.project_inputs(layer_params, h))
             new_layers.append(layer_carry)
-        return DecoderCarry(tuple(new_layers)), jnp.concatenate([h, context.astype(h.dtype), weights], axis=-1)
+        return tuple(new_layers), h
 
     def step(self, params: DecoderParams, carry: DecoderCarry, x: jax.Array):
         """One step on raw input `x` `[batch, input_size]`: `(carry, y)` (the cell contract)."""

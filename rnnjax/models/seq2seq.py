@@ -12,8 +12,9 @@
         the previous state before the step, its context c'_t into the step and the output layer);
         `context_every_step` (Cho et al. 2014) concatenates the encoder summary c = [h^forward_S; h^backward_1] of
         the top layer to every step's input and to the output layer's input
-    logits_t = W_o o_t + b_o,  o_t = h~_t (Luong), [h^L_t; c'_t; E y_{t-1}] (Bahdanau, his "readout" of
-        App. A.2.2 without its maxout) or h^L_t (no attention); then [o_t; E y_{t-1}; c] with `context_every_step`
+    logits_t = W_o r_t + b_o,  r_t = [o_t; E y_{t-1}; c] with `context_every_step`, else [o_t; E y_{t-1}] in
+        Bahdanau's style (his "readout" of App. A.2.2 without its maxout), else o_t; o_t = h~_t (Luong),
+        [h^L_t; c'_t] (Bahdanau) or h^L_t (no attention)
 
 Dropout (only when `train=True`, with a `key`) drops the embeddings, the outputs between encoder layers, and the
 decoder outputs before the output layer; never inside the decoder's recurrence. `tie_embeddings` shares the target
@@ -183,11 +184,9 @@ class Seq2Seq:
 
     @property
     def readout_size(self) -> int:
-        size = self.hidden_size
-        if self._bahdanau:
-            size += self.memory_size + self.embed_size
-        if self.context_every_step:
-            size += self.embed_size + self.context_size
+        size = self.hidden_size + (self.memory_size if self._bahdanau else 0)
+        if self._bahdanau or self.context_every_step:
+            size += self.embed_size + self.context_size  # E y_{t-1} once, then c with context_every_step
         return size
 
     @property
@@ -280,9 +279,7 @@ class Seq2Seq:
         return jnp.concatenate([embedded, context], axis=-1)
 
     def _readout(self, params: dict, outputs: jax.Array, embedded: jax.Array, context, key=None) -> jax.Array:
-        if self._bahdanau:
-            outputs = jnp.concatenate([outputs, embedded], axis=-1)
-        if self.context_every_step:
+        if self._bahdanau or self.context_every_step:
             outputs = jnp.concatenate([outputs, self._step_inputs(embedded, context)], axis=-1)
         if key is not None:
             outputs = dropout(key, outputs, self.dropout_rate)
