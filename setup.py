@@ -1,8 +1,9 @@
 """Builds the native CPU recurrence (csrc/native_recurrence.cc) at `pip install`; everything else is in pyproject.toml.
 
-The one C++ source is compiled twice, as `rnnjax._native_avx512` and `rnnjax._native_avx2`, and `rnnjax.native`
-loads the one the CPU can run. Both extensions are optional: where a build fails (no compiler, no jaxlib headers, not
-x86-64) pip still installs rnnjax, and `unroll` runs the XLA path, saying so in one logged line.
+The one C++ source is compiled three times, as `rnnjax._native_amx` (AVX-512 with AMX tiles for bfloat16 GEMMs),
+`rnnjax._native_avx512` and `rnnjax._native_avx2`, and `rnnjax.native` loads the best one the CPU can run. Every
+extension is optional: where a build fails (no compiler, no jaxlib headers, not x86-64) pip still installs rnnjax,
+and `unroll` runs the XLA path, saying so in one logged line.
 """
 
 import platform
@@ -12,8 +13,10 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 # The ISA flags per build; rnnjax.native.BUILDS names the /proc/cpuinfo flags each needs at run time.
+AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"]
 ISAS = {
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
+    "amx": [*AVX512, "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],  # bfloat16 GEMMs on AMX tiles (Sapphire Rapids on)
+    "avx512": AVX512,
     "avx2": ["-mavx2", "-mfma"],
 }
 
@@ -23,7 +26,7 @@ class BuildNative(build_ext):
 
     def finalize_options(self):
         super().finalize_options()
-        self.parallel = self.parallel or 2  # the two builds compile side by side
+        self.parallel = self.parallel or 3  # the builds compile side by side
 
     def build_extensions(self):
         import jaxlib  # a build requirement (pyproject.toml); imported here, not at setup.py's import

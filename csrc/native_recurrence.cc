@@ -23,6 +23,15 @@
 #include <type_traits>
 
 #include <immintrin.h>
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <mutex>
+#define RNNJAX_AMX 1
+#else
+#define RNNJAX_AMX 0
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -32,7 +41,11 @@ namespace {
 
 #if defined(__AVX512F__)
 constexpr int L = 16;
+#if RNNJAX_AMX
+#define RNNJAX_ISA "amx"
+#else
 #define RNNJAX_ISA "avx512"
+#endif
 // Rows of the batch per register block: accumulators = rows x vectors per row, kept within the 32 registers.
 constexpr int kRowsForward4 = 6, kRowsForward3 = 8, kRowsForward1 = 12, kRowsBackward = 12;
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -148,10 +161,37 @@ struct Aligned {
 
 inline int num_tiles(int64_t hidden, int units) { return static_cast<int>((hidden + units - 1) / units); }
 
-// Forward packing of W_hh [G*H, H] or W_ih [G*H, D] (PyTorch's layout, rows of `depth` floats): tile-major, then
-// k, then gate, then the tile's units, so a tile's GEMM reads W^T[k, gate columns of its units] as G * NV
+// A tile's GEMM weights, W^T [depth][C * L] for the C vectors of its gate columns, packed once per call, tile after
+// tile (a tile reads one contiguous slice): float32 values (rounded to bfloat16 when the operands are bf16) in rows
+// of C * L floats, or for the AMX kernel bfloat16 bits in tdpbf16ps's blocks: per 32 values of k and per vector c,
+// [16 pairs of k][16 columns][2], k past the depth zero.
+struct Weights {
+  bool bf16, amx;
+  int64_t width, per_tile;  // columns per tile (C * L); floats per tile
+  Aligned data;
+  Weights(int tiles, int64_t depth, int vectors, bool bf16, bool amx)
+      : bf16(bf16), amx(amx), width(int64_t(vectors) * L),
+        per_tile(amx ? (depth + 31) / 32 * 32 * width / 2 : depth * width), data(tiles * per_tile) {}
+  const float* f32(int tile) const { return data.data + tile * per_tile; }
+  const uint16_t* b16(int tile) const { return reinterpret_cast<const uint16_t*>(data.data) + 2 * tile * per_tile; }
+  void put(int tile, int64_t k, int64_t column, float value) {
+    if (!amx) {
+      data.data[tile * per_tile + k * width + column] = bf16 ? round_bf16(value) : value;
+      return;
+    }
+    uint32_t bits;
+    const float rounded = round_bf16(value);
+    __builtin_memcpy(&bits, &rounded, sizeof bits);
+    const int64_t block = (k / 32) * (width / 16) + column / 16;
+    reinterpret_cast<uint16_t*>(data.data)[2 * tile * per_tile + block * 512 + (k % 32) / 2 * 32 + (column % 16) * 2 +
+                                           k % 2] = static_cast<uint16_t>(bits >> 16);
+  }
+};
+
+// Forward packing of W_hh [G*H, H] or W_ih [G*H, D] (PyTorch's layout, rows of `depth` floats): a tile's column
+// g * units + lane is gate g of its unit `lane`, so a tile's GEMM reads W^T[k, gate columns of its units] as G * NV
 // consecutive vectors. Units past H are zero.
-void pack_forward(const float* w, int64_t hidden, int64_t depth, int gates, int units, bool bf16, float* out) {
+void pack_forward(const float* w, int64_t hidden, int64_t depth, int gates, int units, Weights& out) {
   const int tiles = num_tiles(hidden, units);
   // Reads W row by row (a tile's writes, depth * G * units floats, stay in cache).
   for (int tile = 0; tile < tiles; ++tile)
@@ -159,25 +199,20 @@ void pack_forward(const float* w, int64_t hidden, int64_t depth, int gates, int 
       for (int lane = 0; lane < units; ++lane) {
         const int64_t unit = int64_t(tile) * units + lane;
         const float* row = unit < hidden ? w + (g * hidden + unit) * depth : nullptr;
-        float* column = out + (int64_t(tile) * depth * gates + g) * units + lane;
-        for (int64_t k = 0; k < depth; ++k) {
-          const float value = row ? row[k] : 0.0f;
-          column[k * gates * units] = bf16 ? round_bf16(value) : value;
-        }
+        for (int64_t k = 0; k < depth; ++k) out.put(tile, k, g * units + lane, row ? row[k] : 0.0f);
       }
 }
 
 // Backward packing: W_hh[j, units of the tile] for j over all G*H rows, so a tile's input-gradient GEMM
 // dh[:, units] = dgates @ W_hh[:, units] reads NV consecutive vectors per j.
-void pack_backward(const float* w, int64_t hidden, int gates, int units, bool bf16, float* out) {
+void pack_backward(const float* w, int64_t hidden, int gates, int units, Weights& out) {
   const int tiles = num_tiles(hidden, units);
   const int64_t rows = gates * hidden;
   for (int tile = 0; tile < tiles; ++tile)
     for (int64_t j = 0; j < rows; ++j)
       for (int lane = 0; lane < units; ++lane) {
         int64_t unit = int64_t(tile) * units + lane;
-        float value = unit < hidden ? w[j * hidden + unit] : 0.0f;
-        out[(int64_t(tile) * rows + j) * units + lane] = bf16 ? round_bf16(value) : value;
+        out.put(tile, j, lane, unit < hidden ? w[j * hidden + unit] : 0.0f);
       }
 }
 
@@ -227,22 +262,101 @@ inline __attribute__((always_inline)) void gemm_panel(const float* __restrict a,
     for (int c = 0; c < C; ++c) acc[r][c] = sum[r][c];
 }
 
-// One operand of a tile's GEMM: rows `a + b * lda` of `depth` floats, and the tile's packed weights [depth][C * L].
+// One operand of a tile's GEMM: rows `a + b * lda` of `depth` floats, and the tile's packed weights [depth][C * L];
+// for the AMX kernel, rows `a16 + b * lda` of bfloat16 bits (zero past the depth, up to a multiple of 32) and the
+// tile's weights in AMX blocks (Weights).
 struct Segment {
   const float* a = nullptr;
   int64_t lda = 0;
   const float* w = nullptr;
   int64_t depth = 0;
+  const uint16_t* a16 = nullptr;
+  const uint16_t* w16 = nullptr;
 };
 
+#if RNNJAX_AMX
+// bfloat16 operands on a CPU with AMX: each step's GEMM on the tile matrix unit (tdpbf16ps: [16 rows][32 bf16] x
+// [32 bf16][16 columns] into [16][16] float32 sums, 16x the FMAs of an AVX-512 instruction), which leaves the loop
+// to its gate math. Linux hands out the tile state on request, once per process; RNNJAX_NATIVE_AMX=0 (read per
+// call) keeps bf16 on the AVX-512 kernel.
+bool amx_permitted() {
+  static const bool permitted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return permitted;
+}
+bool use_amx(bool bf16) {
+  const char* setting = std::getenv("RNNJAX_NATIVE_AMX");
+  return bf16 && amx_permitted() && !(setting != nullptr && setting[0] == '0');
+}
+
+// m lanes of round_bf16(v) as bfloat16 bits.
+inline void store_bf16(uint16_t* p, vf v, int m) {
+  const __m256i bits = _mm512_cvtepi32_epi16(_mm512_srli_epi32((__m512i)round_bf16(v), 16));
+  _mm256_mask_storeu_epi16(p, m >= L ? __mmask16(0xffff) : __mmask16((1u << std::max(m, 0)) - 1), bits);
+}
+
+// Palette 1, every tile [16 rows][64 bytes]. In the loops: tiles 0-3 the sums [16 rows][16 floats], tile 4 the
+// operand rows [16][32 bf16], tiles 5 and 6 the weights [16 pairs of k][16 columns x 2].
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// Tile c's sums += tile 4 x the weight block w. Tile numbers are immediates in the instructions, hence the macro.
+#define RNNJAX_AMX_DOT(sums, weights, w) \
+  _tile_loadd(weights, w, 64);           \
+  _tile_dpbf16ps(sums, 4, weights)
+
+// One tile's GEMM with AMX: per block of 16 rows, [first.a16 | second.a16] times the tile's weight blocks into C
+// sum tiles, stored to `acc` and handed to finish. Rows past the batch are computed from padding and not handed on.
+template <int C, class Finish>
+void tile_gemm_amx(const Segment& first, const Segment& second, int64_t batch, bool compute, Finish&& finish) {
+  static_assert(C >= 1 && C <= 4, "four sum tiles at most");
+  static const TileConfig config;
+  _tile_loadconfig(&config);  // per call: other code on this thread (XLA's bf16 GEMMs) may configure the tiles too
+  alignas(64) vf acc[16][C];
+  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
+    _tile_zero(0);
+    if constexpr (C > 1) _tile_zero(1);
+    if constexpr (C > 2) _tile_zero(2);
+    if constexpr (C > 3) _tile_zero(3);
+    if (compute)
+      for (const Segment* segment : {&first, &second}) {
+        const int64_t blocks = (segment->depth + 31) / 32;
+        for (int64_t kb = 0; kb < blocks; ++kb) {
+          _tile_loadd(4, segment->a16 + b0 * segment->lda + kb * 32, segment->lda * 2);
+          const uint16_t* w = segment->w16 + kb * C * 512;
+          RNNJAX_AMX_DOT(0, 5, w);
+          if constexpr (C > 1) { RNNJAX_AMX_DOT(1, 6, w + 512); }
+          if constexpr (C > 2) { RNNJAX_AMX_DOT(2, 5, w + 1024); }
+          if constexpr (C > 3) { RNNJAX_AMX_DOT(3, 6, w + 1536); }
+        }
+      }
+    _tile_stored(0, &acc[0][0], C * sizeof(vf));
+    if constexpr (C > 1) _tile_stored(1, &acc[0][1], C * sizeof(vf));
+    if constexpr (C > 2) _tile_stored(2, &acc[0][2], C * sizeof(vf));
+    if constexpr (C > 3) _tile_stored(3, &acc[0][3], C * sizeof(vf));
+    finish(static_cast<int>(b0), static_cast<int>(std::min<int64_t>(16, batch - b0)), acc);
+  }
+  _tile_release();  // a thread holding no tile state saves none at a context switch
+}
+#undef RNNJAX_AMX_DOT
+#else
+inline bool use_amx(bool) { return false; }
+#endif
+
 // One tile's GEMM over the whole batch, [first.a | second.a] [batch, first.depth + second.depth] times the tile's
-// packed weights, then finish(b0, rows, acc) per block of rows with the complete sums (zero when !compute). The
-// depth is cut into panels whose weights fit in L1 (about 24 KiB), and each panel is applied to every row block
-// before the next, so the weights are read from L2/L3 once per step rather than once per row block; the partial
-// sums wait in `scratch` [batch][C * L] between panels. The LSTM forward passes the step's inputs as `first`
-// (x_t W_ih^T, so the input projection runs inside the loop) and h as `second`; the other loops pass h only.
+// packed weights, then finish(b0, rows, acc) per block of rows with the complete sums acc[row][vector] (zero when
+// !compute). The depth is cut into panels whose weights fit in L1 (about 24 KiB), and each panel is applied to
+// every row block before the next, so the weights are read from L2/L3 once per step rather than once per row block;
+// the partial sums wait in `scratch` [batch][C * L] between panels. The LSTM forward passes the step's inputs as
+// `first` (x_t W_ih^T, so the input projection runs inside the loop) and h as `second`; the other loops pass h
+// only. Segments with bfloat16 rows (a16) go to the AMX kernel.
 template <int RMAX, int C, class Finish>
 inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scratch, bool compute, Finish&& finish) {
+#if RNNJAX_AMX
+  if (second.a16 != nullptr) return tile_gemm_amx<C>(first, second, batch, compute, finish);
+#endif
   constexpr int64_t kPanel = std::max<int64_t>(16, 24576 / (C * L * 4));
   const int64_t first_panels = compute ? (first.depth + kPanel - 1) / kPanel : 0;
   const int64_t second_panels = compute ? (second.depth + kPanel - 1) / kPanel : 0;
@@ -264,16 +378,41 @@ inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scrat
           for (int c = 0; c < C; ++c) store(partial + (r * C + c) * L, acc[r][c]);
         return;
       }
-      finish(b0, rows, acc);
+      finish(b0, R, acc);
     });
   }
 }
 
-template <int RMAX, int C, class Finish>
-inline void tile_gemm(const float* a, int64_t lda, const float* w, int64_t depth, int64_t batch, float* scratch,
-                      bool compute, Finish&& finish) {
-  tile_gemm<RMAX, C>(Segment{}, Segment{a, lda, w, depth}, batch, scratch, compute, finish);
-}
+// The GEMM operand of the next step (h [B, H], or the gate gradients [B, G*H]): written by one step's tiles and
+// read whole by the next step's, so two halves that alternate. float32 values (rounded to bfloat16 when bf16), or
+// for the AMX kernel bfloat16 bits, rows padded to a multiple of 16 and columns to a multiple of 32, with zeros.
+struct Operands {
+  bool bf16, amx;
+  int64_t rows, cols, stride, half;  // elements per row, per half
+  Aligned buffer;
+  Operands(int64_t rows, int64_t cols, bool bf16, bool amx, int halves = 2)
+      : bf16(bf16), amx(amx), rows(rows), cols(cols), stride(amx ? (cols + 31) / 32 * 32 : cols),
+        half(amx ? (rows + 15) / 16 * 16 * stride : rows * cols), buffer(amx ? halves * half / 2 : halves * half) {}
+  float* f32(int k) const { return buffer.data + k * half; }
+  uint16_t* b16(int k) const { return reinterpret_cast<uint16_t*>(buffer.data) + k * half; }
+  // Writes m values of row b from column `column`.
+  void put(int k, int64_t b, int64_t column, vf v, int m) const {
+#if RNNJAX_AMX
+    if (amx) return store_bf16(b16(k) + b * stride + column, v, m);
+#endif
+    storen(f32(k) + b * stride + column, bf16 ? round_bf16(v) : v, m);
+  }
+  // Half k from values [rows][cols].
+  void fill(int k, const float* values) const {
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t c = 0; c < cols; c += L) put(k, b, c, loadn(values + b * cols + c, int(cols - c)), int(cols - c));
+  }
+  // Half k as the operand of a tile's GEMM against its weights.
+  Segment segment(int k, const Weights& weights, int tile, int64_t depth) const {
+    if (amx) return Segment{nullptr, stride, nullptr, depth, b16(k), weights.b16(tile)};
+    return Segment{f32(k), stride, weights.f32(tile), depth};
+  }
+};
 
 // -- the thread team: iterations in order, the tiles of one iteration in parallel ---------------------------------
 constexpr int kMaxSlots = 64;
@@ -417,48 +556,52 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   std::memcpy(c, c0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * H * 4 * TU), packed_ih(int64_t(tiles) * D * 4 * TU), operand(2 * B * H),
-      scratch(int64_t(tiles) * B * 4 * NV * L), rounded_xs(bf16 ? T * B * D : 0);
-  pack_forward(weight_hh.typed_data(), H, H, 4, TU, bf16, packed.data);
-  pack_forward(weight_ih.typed_data(), H, D, 4, TU, bf16, packed_ih.data);
-  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
-  // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them.
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, H, 4 * NV, bf16, amx), packed_ih(tiles, D, 4 * NV, bf16, amx);
+  Operands operand(B, H, bf16, amx);
+  Aligned scratch(amx ? 0 : int64_t(tiles) * B * 4 * NV * L);
+  pack_forward(weight_hh.typed_data(), H, H, 4, TU, packed);
+  pack_forward(weight_ih.typed_data(), H, D, 4, TU, packed_ih);
+  operand.fill(0, h);
+  // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them; for AMX as bfloat16 rows of
+  // a multiple of 32 values, with room for the rows a block of 16 reads past the batch.
   const float* X = xs.typed_data();
+  const int64_t x_step = seq.row(0, 1) - seq.row(0, 0);  // rows between sequences b and b + 1 of a step
+  Operands x_rows(amx ? (B + 16) * T : bf16 ? T * B : 0, D, bf16, amx, 1);
   if (bf16) {
-    for (int64_t i = 0; i < T * B * D; ++i) rounded_xs.data[i] = round_bf16(X[i]);
-    X = rounded_xs.data;
+    for (int64_t i = 0; i < T * B; ++i)
+      for (int64_t c = 0; c < D; c += L) x_rows.put(0, i, c, loadn(X + i * D + c, int(D - c)), int(D - c));
+    if (!amx) X = x_rows.f32(0);
   }
-  // The rows of x_t: b * lda_x floats after step t's first row.
-  const int64_t lda_x = (seq.row(0, 1) - seq.row(0, 0)) * D;
-  const int x_lines = static_cast<int>((D + L - 1) / L);  // vectors per input row (a 64-byte line with AVX-512)
+  const int x_lines = static_cast<int>((x_rows.stride * (amx ? 2 : 4) + 63) / 64);  // cache lines per input row
+  const char* x_base = amx ? reinterpret_cast<const char*>(x_rows.b16(0)) : reinterpret_cast<const char*>(X);
+  const int64_t x_row_bytes = amx ? x_rows.stride * 2 : D * 4;
   const float* BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float* Y = ys->typed_data();
   float *HP = h_prev->typed_data(), *CP = c_prev->typed_data(), *A = activations->typed_data(),
         *TC = tanh_c->typed_data();
-  const float* W = packed.data;
-  const float* W_ih = packed_ih.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
   run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, reverse), t_next = n + 1 < T ? step_at(n + 1, T, reverse) : -1;
-    const float* src = op + (n % 2) * B * H;
-    float* dst = op + ((n + 1) % 2) * B * H;
     const int64_t u0 = int64_t(tile) * TU;
-    const Segment inputs{X + seq.row(t, 0) * D, lda_x, W_ih + int64_t(tile) * D * 4 * TU, D};
-    const Segment recurrent{src, H, W + int64_t(tile) * H * 4 * TU, H};
-    tile_gemm<kRowsForward4, 4 * NV>(inputs, recurrent, B, sc + int64_t(tile) * B * 4 * NV * L, true,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    Segment inputs{X + seq.row(t, 0) * D, x_step * D, packed_ih.f32(tile), D};
+    if (amx) {
+      inputs = x_rows.segment(0, packed_ih, tile, D);
+      inputs.a16 += seq.row(t, 0) * x_rows.stride;
+      inputs.lda = x_step * x_rows.stride;
+    }
+    tile_gemm<kRowsForward4, 4 * NV>(inputs, operand.segment(n % 2, packed, tile, H), B,
+                                     sc + int64_t(tile) * B * 4 * NV * L, true, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
           // Every tile reads the whole input row: each asks for its share of the row's lines.
-          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(X + ahead * D + line * L);
+          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(x_base + ahead * x_row_bytes + line * 64);
           prefetch_lines<1>(Y + ahead * H + u0, L, NV);
           if (training) {
             prefetch_lines<1>(A + ahead * 4 * H + u0, H, 4);
@@ -494,7 +637,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
             storen(c + b * H + u, c_new, m);
             storen(h + b * H + u, h_new, m);
           }
-          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+          operand.put((n + 1) % 2, b, u, h_kept, m);
         }
       }
     });
@@ -524,14 +667,15 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int64_t GH = 4 * H;
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * GH * TU), operand(2 * B * GH), scratch(int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 4, TU, bf16, packed.data);
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, GH, NV, bf16, amx);
+  Operands operand(B, GH, bf16, amx);
+  Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 4, TU, packed);
   const float *A = activations.typed_data(), *CP = c_prev.typed_data(), *TC = tanh_c.typed_data(),
               *DY = dys.typed_data();
   const bool* V = valid.typed_data();
   float* DG = dgates->typed_data();
-  const float* W = packed.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
   // Iteration n < T: (n > 0) dh for the tile's units from the previous step's gate gradients, then the gate
@@ -539,15 +683,11 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
   run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, !reverse);
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
-    const float* src = op + ((n + 1) % 2) * B * GH;
-    float* dst = op + (n % 2) * B * GH;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * GH * TU;
-    tile_gemm<kRowsBackward, NV>(src, GH, wtile, GH, B, sc + int64_t(tile) * B * NV * L, n > 0,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, GH), B,
+                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
@@ -581,15 +721,15 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
              d_o = dht * tc * o * (1.0f - o);
           if (!keep) di = df = dg = d_o = vf{};
           float* out = DG + io * GH;
-          float* next = dst + b * GH;
           storen(out + 0 * H + u, di, m);
           storen(out + 1 * H + u, df, m);
           storen(out + 2 * H + u, dg, m);
           storen(out + 3 * H + u, d_o, m);
-          storen(next + 0 * H + u, bf16 ? round_bf16(di) : di, m);
-          storen(next + 1 * H + u, bf16 ? round_bf16(df) : df, m);
-          storen(next + 2 * H + u, bf16 ? round_bf16(dg) : dg, m);
-          storen(next + 3 * H + u, bf16 ? round_bf16(d_o) : d_o, m);
+          const int half = n % 2;
+          operand.put(half, b, 0 * H + u, di, m);
+          operand.put(half, b, 1 * H + u, df, m);
+          operand.put(half, b, 2 * H + u, dg, m);
+          operand.put(half, b, 3 * H + u, d_o, m);
           if (keep) storen(dc + b * H + u, dct * f, m);
           storen(dh + b * H + u, dhv, m);
         }
@@ -620,28 +760,25 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * H * 3 * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * 3 * NV * L);
-  pack_forward(weight_hh.typed_data(), H, H, 3, TU, bf16, packed.data);
-  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, H, 3 * NV, bf16, amx);
+  Operands operand(B, H, bf16, amx);
+  Aligned scratch(amx ? 0 : int64_t(tiles) * B * 3 * NV * L);
+  pack_forward(weight_hh.typed_data(), H, H, 3, TU, packed);
+  operand.fill(0, h);
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const float* BN = bias_hn.typed_data();
   const bool* V = valid.typed_data();
   float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *S = saved->typed_data();
-  const float* W = packed.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
   run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, reverse), t_next = n + 1 < T ? step_at(n + 1, T, reverse) : -1;
-    const float* src = op + (n % 2) * B * H;
-    float* dst = op + ((n + 1) % 2) * B * H;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * H * 3 * TU;
-    tile_gemm<kRowsForward3, 3 * NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * 3 * NV * L, true,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    tile_gemm<kRowsForward3, 3 * NV>(Segment{}, operand.segment(n % 2, packed, tile, H), B,
+                                     sc + int64_t(tile) * B * 3 * NV * L, true, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
         const float* p = P + io * 3 * H;
@@ -676,7 +813,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
           storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
-          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+          operand.put((n + 1) % 2, b, u, h_kept, m);
         }
       }
     });
@@ -705,28 +842,25 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int64_t GH = 3 * H;
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * GH * TU), operand(2 * B * GH), held(B * H), scratch(int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 3, TU, bf16, packed.data);
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, GH, NV, bf16, amx);
+  Operands operand(B, GH, bf16, amx);
+  Aligned held(B * H), scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 3, TU, packed);
   const float *HP = h_prev.typed_data(), *S = saved.typed_data(), *DY = dys.typed_data();
   const bool* V = valid.typed_data();
   float *DP = dprojected->typed_data(), *DR = drecurrent->typed_data();
-  const float* W = packed.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
   float* extra = held.data;  // dh' z of the previous step: the part of dh_prev that skips the GEMM
 
   run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, !reverse);
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
-    const float* src = op + ((n + 1) % 2) * B * GH;
-    float* dst = op + (n % 2) * B * GH;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * GH * TU;
-    tile_gemm<kRowsBackward, NV>(src, GH, wtile, GH, B, sc + int64_t(tile) * B * NV * L, n > 0,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, GH), B,
+                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
@@ -762,16 +896,16 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
           if (!keep) dn = dz = dr = dnr = vf{};
           float* outp = DP + io * GH;
           float* outr = DR + io * GH;
-          float* next = dst + b * GH;
           storen(outp + 0 * H + u, dr, m);
           storen(outp + 1 * H + u, dz, m);
           storen(outp + 2 * H + u, dn, m);
           storen(outr + 0 * H + u, dr, m);
           storen(outr + 1 * H + u, dz, m);
           storen(outr + 2 * H + u, dnr, m);
-          storen(next + 0 * H + u, bf16 ? round_bf16(dr) : dr, m);
-          storen(next + 1 * H + u, bf16 ? round_bf16(dz) : dz, m);
-          storen(next + 2 * H + u, bf16 ? round_bf16(dnr) : dnr, m);
+          const int half = n % 2;
+          operand.put(half, b, 0 * H + u, dr, m);
+          operand.put(half, b, 1 * H + u, dz, m);
+          operand.put(half, b, 2 * H + u, dnr, m);
           storen(extra + b * H + u, dht * zg, m);
           storen(dh + b * H + u, dhv, m);
         }
@@ -800,27 +934,24 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   std::memcpy(h, h0.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
-  pack_forward(weight_hh.typed_data(), H, H, 1, TU, bf16, packed.data);
-  for (int64_t i = 0; i < B * H; ++i) operand.data[i] = bf16 ? round_bf16(h[i]) : h[i];
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, H, NV, bf16, amx);
+  Operands operand(B, H, bf16, amx);
+  Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
+  pack_forward(weight_hh.typed_data(), H, H, 1, TU, packed);
+  operand.fill(0, h);
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const bool* V = valid.typed_data();
   float *Y = ys->typed_data(), *HP = h_prev->typed_data(), *HN = h_new_all->typed_data();
-  const float* W = packed.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
   run_team(pool, static_cast<int>(T), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, reverse), t_next = n + 1 < T ? step_at(n + 1, T, reverse) : -1;
-    const float* src = op + (n % 2) * B * H;
-    float* dst = op + ((n + 1) % 2) * B * H;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * H * TU;
-    tile_gemm<kRowsForward1, NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * NV * L, true,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    tile_gemm<kRowsForward1, NV>(Segment{}, operand.segment(n % 2, packed, tile, H), B,
+                                 sc + int64_t(tile) * B * NV * L, true, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
         const bool keep = V[row];
         if (t_next >= 0) {
@@ -845,7 +976,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
           storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
-          storen(dst + b * H + u, bf16 ? round_bf16(h_kept) : h_kept, m);
+          operand.put((n + 1) % 2, b, u, h_kept, m);
         }
       }
     });
@@ -870,27 +1001,24 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   std::memcpy(dh, dh_final.typed_data(), B * H * sizeof(float));
   if (T == 0 || B == 0 || H == 0) return ffi::Error::Success();
   const int tiles = num_tiles(H, TU);
-  Aligned packed(int64_t(tiles) * H * TU), operand(2 * B * H), scratch(int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 1, TU, bf16, packed.data);
+  const bool amx = use_amx(bf16);
+  Weights packed(tiles, H, NV, bf16, amx);
+  Operands operand(B, H, bf16, amx);
+  Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
+  pack_backward(weight_hh.typed_data(), H, 1, TU, packed);
   const float *HN = h_new_all.typed_data(), *DY = dys.typed_data();
   const bool* V = valid.typed_data();
   float* DPRE = dpre_out->typed_data();
-  const float* W = packed.data;
-  float* op = operand.data;
   float* sc = scratch.data;  // each tile's partial sums between weight panels
 
   run_team(pool, static_cast<int>(T + 1), tiles, [&](int n, int tile) {
     const int64_t t = step_at(n, T, !reverse);
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
-    const float* src = op + ((n + 1) % 2) * B * H;
-    float* dst = op + (n % 2) * B * H;
     const int64_t u0 = int64_t(tile) * TU;
-    const float* wtile = W + int64_t(tile) * H * TU;
-    tile_gemm<kRowsBackward, NV>(src, H, wtile, H, B, sc + int64_t(tile) * B * NV * L, n > 0,
-                  [&](int b0, auto rows, auto& acc) {
-      constexpr int R = decltype(rows)::value;
+    tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, H), B,
+                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
@@ -913,7 +1041,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
           vf derivative = relu ? select(hn > 0.0f, splat(1.0f), vf{}) : 1.0f - hn * hn;
           vf dpre = V[row] ? (dhv + loadn(DY + io * H + u, m)) * derivative : vf{};
           storen(DPRE + io * H + u, dpre, m);
-          storen(dst + b * H + u, bf16 ? round_bf16(dpre) : dpre, m);
+          operand.put(n % 2, b, u, dpre, m);
           storen(dh + b * H + u, dhv, m);
         }
       }
@@ -921,6 +1049,104 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   });
   return ffi::Error::Success();
 }
+
+// ============================================ weight gradients ==================================================
+// dW = dgates^T inputs: [rows, G]^T [rows, K] -> [G, K] with bfloat16 operands and float32 sums, on AMX tiles
+// (the layer's dW_hh and dW_ih under bf16 operands). XLA's CPU dot runs this contraction over the rows of both
+// operands in float32 through Eigen, 4-5x slower than its bf16 GEMMs that contract the LHS's last axis
+// (benchmarks/NOTES.md). Computed as dW^T = inputs^T dgates: the rows are cut into chunks of 32, and the team first
+// packs each chunk (dgates as [16 pairs of rows][16 gates][2] blocks, tdpbf16ps's second operand, one 64-byte line
+// per pair; inputs transposed as [16 columns][32 rows] blocks), then sums each 32 x 32 block of dW^T over all
+// chunks in four sum tiles. Each block is summed in the same order whichever thread runs it.
+#if RNNJAX_AMX
+ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs,
+                          ffi::ResultBuffer<ffi::F32> out) {
+  auto gate_dims = dgates.dimensions(), input_dims = inputs.dimensions();
+  if (gate_dims.size() != 2 || input_dims.size() != 2 || gate_dims[0] != input_dims[0])
+    return shape_error("weight gradient: dgates [rows, G] and inputs [rows, K] must share their rows");
+  // Called where uses_amx() was true when the graph was traced; the tile state, once granted, stays granted.
+  if (!amx_permitted()) return shape_error("weight gradient: Linux refused the AMX tile state");
+  const int64_t rows = gate_dims[0], G = gate_dims[1], K = input_dims[1];
+  float* dW = out->typed_data();
+  if (G == 0 || K == 0) return ffi::Error::Success();
+  const int64_t chunks = std::max<int64_t>(1, (rows + 31) / 32);
+  const int64_t gate_blocks = (G + 31) / 32 * 2, input_blocks = (K + 31) / 32 * 2;  // of 16, even
+  Aligned gate_tiles(gate_blocks * chunks * 256), input_tiles(input_blocks * chunks * 256);  // 512 bf16 per tile
+  uint32_t* GT = reinterpret_cast<uint32_t*>(gate_tiles.data);  // pairs of bf16
+  uint16_t* IT = reinterpret_cast<uint16_t*>(input_tiles.data);
+  const float *DG = dgates.typed_data(), *X = inputs.typed_data();
+  const int64_t blocks = (input_blocks / 2) * (gate_blocks / 2);
+  const int work = static_cast<int>(std::max(chunks, blocks));
+  run_team(pool, 2, work, [&](int n, int item) {
+    if (n == 0) {  // pack chunk `item`
+      if (item >= chunks) return;
+      const int64_t r0 = int64_t(item) * 32;
+      for (int p = 0; p < 16; ++p) {
+        const int64_t even = r0 + 2 * p, odd = even + 1;
+        for (int64_t gb = 0; gb * 16 < G; ++gb) {
+          const int m = static_cast<int>(std::min<int64_t>(16, G - gb * 16));
+          vf a = even < rows ? loadn(DG + even * G + gb * 16, m) : vf{};
+          vf b = odd < rows ? loadn(DG + odd * G + gb * 16, m) : vf{};
+          vi lo, hi;
+          const vf ra = round_bf16(a), rb = round_bf16(b);
+          __builtin_memcpy(&lo, &ra, sizeof lo);
+          __builtin_memcpy(&hi, &rb, sizeof hi);
+          const vi pair = ((lo >> 16) & 0xffff) | (hi & int32_t(0xffff0000u));
+          __builtin_memcpy(GT + (gb * chunks + item) * 256 + p * 16, &pair, sizeof pair);
+        }
+      }
+      for (int j = 0; j < 32; ++j) {
+        const int64_t r = r0 + j;
+        for (int64_t kb = 0; kb * 16 < K; ++kb) {
+          const int m = static_cast<int>(std::min<int64_t>(16, K - kb * 16));
+          const vf v = r < rows ? round_bf16(loadn(X + r * K + kb * 16, m)) : vf{};
+          uint16_t* tile = IT + (kb * chunks + item) * 512;
+          for (int c = 0; c < m; ++c) {
+            uint32_t bits;
+            const float value = v[c];
+            __builtin_memcpy(&bits, &value, sizeof bits);
+            tile[c * 32 + j] = static_cast<uint16_t>(bits >> 16);
+          }
+        }
+      }
+      return;
+    }
+    if (item >= blocks) return;  // block `item` of dW^T: inputs' columns kb, kb + 1, gates gb, gb + 1
+    const int64_t kb = 2 * (item / (gate_blocks / 2)), gb = 2 * (item % (gate_blocks / 2));
+    static const TileConfig config;
+    _tile_loadconfig(&config);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a0 = IT + kb * chunks * 512, *a1 = a0 + chunks * 512;
+    const uint16_t* b0 = reinterpret_cast<const uint16_t*>(GT + gb * chunks * 256);
+    const uint16_t* b1 = b0 + chunks * 512;
+    for (int64_t c = 0; c < chunks; ++c) {
+      _tile_loadd(4, a0 + c * 512, 64);
+      _tile_loadd(5, a1 + c * 512, 64);
+      _tile_loadd(6, b0 + c * 512, 64);
+      _tile_loadd(7, b1 + c * 512, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    alignas(64) float sums[4][16][16];
+    _tile_stored(0, sums[0], 64);
+    _tile_stored(1, sums[1], 64);
+    _tile_stored(2, sums[2], 64);
+    _tile_stored(3, sums[3], 64);
+    _tile_release();
+    for (int q = 0; q < 4; ++q) {  // sums[q][input column][gate] -> dW[gate][input column]
+      const int64_t k0 = (kb + q / 2) * 16, g0 = (gb + q % 2) * 16;
+      for (int i = 0; i < 16 && k0 + i < K; ++i)
+        for (int g = 0; g < 16 && g0 + g < G; ++g) dW[(g0 + g) * K + k0 + i] = sums[q][i][g];
+    }
+  });
+  return ffi::Error::Success();
+}
+#endif
 
 // The vectorised nonlinearities on their own, for the accuracy test (tests/test_native.py).
 ffi::Error Elementwise(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, int32_t function) {
@@ -942,6 +1168,17 @@ ffi::Error Elementwise(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, i
 #pragma GCC visibility push(default)
 
 extern "C" const char* RnnjaxNativeIsa() { return RNNJAX_ISA; }
+// Whether bfloat16 GEMM operands run on AMX tiles now (the AMX build, Linux's permission, RNNJAX_NATIVE_AMX).
+extern "C" int RnnjaxNativeUsesAmx() { return use_amx(true) ? 1 : 0; }
+
+#if RNNJAX_AMX
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradient, WeightGradient,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+#endif
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                               ffi::Ffi::Bind()

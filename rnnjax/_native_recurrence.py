@@ -139,8 +139,6 @@ def _layer_backward(layer, residuals, cotangents):
         dprojected, dh0 = _call("rnnjax_rnn_backward", [rows, (batch, hidden)], weight_hh, saved[0], valid, dys,
                                 dfinal[0], **attributes)
         drecurrent, dcarry = dprojected, (dh0,)
-    # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
-    dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)
     steps = xs.shape[0] * xs.shape[1]
     dprojected = dprojected.reshape(steps, dprojected.shape[-1])
     # dW_ih and the input gradient as autodiff of the projection gives them (its rounding under bfloat16, as on the
@@ -148,10 +146,23 @@ def _layer_backward(layer, residuals, cotangents):
     _, project_pullback = jax.vjp(lambda weight, rows: _projection(layer, rows, weight), weight_ih,
                                   xs.reshape(steps, xs.shape[-1]))
     dweight_ih, dxs = project_pullback(dprojected)
+    if layer.bf16 and native.uses_amx():
+        # The same bf16 operands and float32 sums on AMX tiles (XLA runs these transposed-LHS GEMMs in float32).
+        drecurrent = drecurrent.reshape(steps, drecurrent.shape[-1])
+        dweight_hh = _weight_gradient(drecurrent, h_prev.reshape(steps, hidden))
+        dweight_ih = _weight_gradient(dprojected, xs.reshape(steps, xs.shape[-1]).astype(jnp.float32))
+    else:
+        # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
+        dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)
     return dweight_ih, jnp.sum(dprojected, axis=0), dweight_hh, dbias_hn, dxs.reshape(xs.shape), dcarry, None
 
 
 _layer.defvjp(lambda *args: _layer_forward(*args), _layer_backward)
+
+
+def _weight_gradient(dgates, inputs):
+    """`dgates^T inputs` `[rows, G]^T [rows, K] -> [G, K]` with bfloat16 operands and float32 sums on AMX tiles."""
+    return _call("rnnjax_weight_gradient", [(dgates.shape[1], inputs.shape[1])], dgates, inputs)[0]
 
 
 def native_unroll(cell, params, xs, carry, valid, reverse: bool, time_major: bool):

@@ -9,8 +9,9 @@ C++ through `jax.ffi` (csrc/native_recurrence.cc, built at `pip install`), which
     ...     rnnjax.native.is_enabled()
     False
 
-The extension is built twice, for AVX-512 (16 float lanes) and for AVX2 with FMA (8 lanes), and the library the
-CPU can run is loaded on first use (`isa()` says which). Without either (another architecture, a failed build,
+The extension is built three times, for AVX-512 with AMX (Sapphire Rapids and later: bfloat16 GEMM operands run
+on the tile matrix unit, `uses_amx()`), for AVX-512 (16 float lanes) and for AVX2 with FMA (8 lanes), and the best
+library the CPU can run is loaded on first use (`isa()` says which). Without either (another architecture, a failed build,
 `RNNJAX_NATIVE=0` in the environment) `unroll` runs the XLA paths and one line is logged, never an error.
 `RNNJAX_NATIVE_LIBRARY=/path/to/lib.so` loads another build instead (csrc/sanitize.sh runs the tests on an
 AddressSanitizer/UBSan build that way). The
@@ -37,8 +38,8 @@ import jax
 
 logger = logging.getLogger("rnnjax")
 
-__all__ = ["BUILDS", "TARGETS", "find_build", "flags", "is_available", "is_enabled", "isa", "set_enabled",
-           "unavailable_reason"]
+__all__ = ["AMX_TARGETS", "BUILDS", "TARGETS", "find_build", "flags", "is_available", "is_enabled", "isa",
+           "set_enabled", "unavailable_reason", "uses_amx"]
 
 # FFI target name -> the symbol the library exports (csrc/native_recurrence.cc).
 TARGETS = {
@@ -50,9 +51,13 @@ TARGETS = {
     "rnnjax_rnn_backward": "RnnjaxRnnBackward",
     "rnnjax_elementwise": "RnnjaxElementwise",
 }
+# Targets only the AMX build exports: dW = dgates^T inputs on AMX tiles, for bfloat16 GEMM operands.
+AMX_TARGETS = {"rnnjax_weight_gradient": "RnnjaxWeightGradient"}
 # The builds, best first, with the /proc/cpuinfo flags each needs (setup.py compiles them with these ISAs).
+_AVX512 = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"})
 BUILDS = (
-    ("avx512", frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"})),
+    ("amx", _AVX512 | {"avx512_bf16", "amx_tile", "amx_bf16"}),
+    ("avx512", _AVX512),
     ("avx2", frozenset({"avx2", "fma"})),
 )
 
@@ -99,6 +104,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         library = ctypes.CDLL(str(path))
         for target, symbol in TARGETS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+        for target, symbol in AMX_TARGETS.items():
+            if hasattr(library, symbol):
+                jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
     except (OSError, AttributeError) as error:
         return None, f"{path.name} did not load: {error}"
     return library, isa
@@ -121,9 +129,17 @@ def unavailable_reason() -> str | None:
 
 
 def isa() -> str | None:
-    """"avx512" or "avx2": the build that was loaded ("custom" for `RNNJAX_NATIVE_LIBRARY`; None when none was)."""
+    """"amx", "avx512" or "avx2": the build that was loaded ("custom" for `RNNJAX_NATIVE_LIBRARY`; None when none was)."""
     library, name = _load()
     return name if library is not None else None
+
+
+def uses_amx() -> bool:
+    """True when bfloat16 GEMM operands (`matmul_dtype="bfloat16"`) run on the CPU's AMX tiles: the "amx" build is
+    loaded, Linux granted the tile state, and `RNNJAX_NATIVE_AMX` is not "0" (read per call, so that benchmarks can
+    compare the two kernels in one process). Otherwise bf16 operands run on the AVX-512/AVX2 FMA kernels."""
+    library = _load()[0]
+    return library is not None and hasattr(library, "RnnjaxNativeUsesAmx") and bool(library.RnnjaxNativeUsesAmx())
 
 
 def is_enabled() -> bool:

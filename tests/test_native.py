@@ -203,13 +203,17 @@ def test_flags_and_environment_switch_the_path(key):
     assert unroll_path(cell, params, jnp.zeros((2, 0, 3))) == "fused"  # an empty time axis stays on XLA
 
 
-def test_find_build_prefers_avx512_and_says_why_not(tmp_path):
+def test_find_build_prefers_amx_then_avx512_and_says_why_not(tmp_path):
     assert native.find_build(tmp_path, frozenset({"avx2", "fma"}))[0] is None
     assert "not built" in native.find_build(tmp_path, frozenset())[1]
     for isa in ("avx512", "avx2"):
         (tmp_path / f"_native_{isa}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
-    everything = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"})
-    assert native.find_build(tmp_path, everything)[1] == "avx512"
+    avx512 = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"})
+    amx = avx512 | {"avx512_bf16", "amx_tile", "amx_bf16"}
+    assert native.find_build(tmp_path, amx)[1] == "avx512"  # no AMX build (an older compiler): the next best
+    (tmp_path / "_native_amx.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    assert native.find_build(tmp_path, amx)[1] == "amx"
+    assert native.find_build(tmp_path, avx512 | {"amx_tile"})[1] == "avx512"  # AMX without its bf16 unit
     assert native.find_build(tmp_path, frozenset({"avx2", "fma", "sse4_2"}))[1] == "avx2"
     path, reason = native.find_build(tmp_path, frozenset({"sse4_2"}))
     assert path is None and "neither AVX-512 nor AVX2" in reason
@@ -232,8 +236,11 @@ def test_an_unavailable_build_falls_back_to_xla_with_one_logged_line(key, monkey
 
 def test_the_built_library_is_the_one_setup_py_names():
     here = pathlib.Path(native.__file__).parent
-    assert native.isa() in ("avx512", "avx2")
-    assert sorted(path.name.split(".")[0] for path in here.glob("_native_*.so")) == ["_native_avx2", "_native_avx512"]
+    assert native.isa() in ("amx", "avx512", "avx2")
+    built = {path.name.split(".")[0] for path in here.glob("_native_*.so")}
+    # setup.py builds all three; the AMX build needs a compiler that knows -mamx-tile (GCC 11, Clang 12).
+    assert {"_native_avx2", "_native_avx512"} <= built <= {"_native_amx", "_native_avx2", "_native_avx512"}
+    assert [name for name, _ in native.BUILDS] == ["amx", "avx512", "avx2"]
     assert os.environ.get("RNNJAX_NATIVE", "1") != "0"
 
 
