@@ -21,6 +21,7 @@ from helpers import random_like
 
 from rnnjax import GRU, LSTM, Bidirectional, Recurrent, SimpleRNN, Stack, native, unroll, unroll_path
 from rnnjax._fused import scan_recurrence
+from rnnjax._native_recurrence import _weight_gradient
 from rnnjax._native_recurrence import native_unroll
 
 pytestmark = pytest.mark.skipif(not native.is_available(), reason=f"{native.unavailable_reason()}")
@@ -164,7 +165,7 @@ def test_bfloat16_operands_match_the_fused_path(cell, key):
         np.testing.assert_allclose(got, expected, atol=2e-2 * float(jnp.max(jnp.abs(expected))))
 
 
-@pytest.mark.parametrize("cell", [LSTM(70), GRU(70)], ids=["lstm", "gru"])
+@pytest.mark.parametrize("cell", [LSTM(70), GRU(70), LSTM(70, matmul_dtype="bfloat16")], ids=["lstm", "gru", "lstm-bf16"])
 def test_results_do_not_depend_on_the_thread_count(cell, key, monkeypatch):
     """`RNNJAX_NATIVE_THREADS` is read per call; every tile is computed the same way on any thread, so one thread
     and the whole pool give bit-identical outputs and gradients (H = 70: five tiles, split unevenly)."""
@@ -177,6 +178,52 @@ def test_results_do_not_depend_on_the_thread_count(cell, key, monkeypatch):
     for result in results[1:]:
         for got, expected in zip(jax.tree.leaves(result), jax.tree.leaves(results[0])):
             np.testing.assert_array_equal(got, expected)
+
+
+amx_only = pytest.mark.skipif(not native.uses_amx(), reason="bfloat16 runs on AMX tiles only with the amx build")
+
+
+@amx_only
+@pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (64, 16, 32), (700, 96, 70)])
+def test_the_amx_weight_gradient_is_the_bf16_gemm(rows, gates, width):
+    """dW = dgates^T inputs on AMX tiles: the bfloat16-rounded operands' products summed in float32, at sizes that
+    leave partial chunks of rows and partial blocks of gates and columns."""
+    rng = np.random.default_rng(rows)
+    dgates = rng.standard_normal((rows, gates), dtype=np.float32)
+    inputs = rng.standard_normal((rows, width), dtype=np.float32)
+    got = np.asarray(_weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs)))
+    rounded = [np.asarray(jnp.asarray(a).astype(jnp.bfloat16).astype(jnp.float32), np.float64) for a in (dgates, inputs)]
+    exact = rounded[0].T @ rounded[1]
+    scale = np.abs(rounded[0]).T @ np.abs(rounded[1])  # float32 sums of these terms are within ~rows ulp of it
+    assert got.shape == (gates, width)
+    np.testing.assert_array_less(np.abs(got - exact), 4e-7 * scale + 1e-30)
+
+
+@amx_only
+@pytest.mark.parametrize("cell", [LSTM(70), GRU(33), SimpleRNN(17)], ids=["lstm70", "gru33", "rnn17"])
+@pytest.mark.parametrize("time, batch, lengths, reverse", [(1, 1, None, False), (5, 17, (5, 0, 2) + (5,) * 14, True),
+                                                           (9, 3, (9, 4, 1), False)], ids=["T1B1", "B17-reverse", "B3"])
+def test_amx_matches_the_avx512_kernel(cell, time, batch, lengths, reverse, key, monkeypatch):
+    """bfloat16 operands on AMX tiles against the same operands on the AVX-512 FMA kernel (RNNJAX_NATIVE_AMX=0):
+    outputs, carries and gradients in both layouts, at sizes that leave partial blocks of 16 rows and 32 values of k
+    (H of 70, 33 and 17; B of 1, 3 and 17; D of 5). The sums differ in order only, but an operand that rounds to the
+    other side of a bfloat16 boundary moves the next steps by ~1e-3, hence the tolerances."""
+    cell = dataclasses.replace(cell, matmul_dtype="bfloat16")
+    params, xs, carry, valid = case(cell, key, time=time, batch=batch, features=5, lengths=lengths)
+    results = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("RNNJAX_NATIVE_AMX", setting)
+        assert native.uses_amx() == (setting == "1")
+        for batch_major in (False, True):
+            forward = native_layer(cell, params, xs, carry, valid, reverse, batch_major)
+            results[setting, batch_major] = forward, make_layer_loss(native_layer, cell, valid, reverse,
+                                                                     batch_major=batch_major)(params, xs, carry)
+    for batch_major in (False, True):
+        (forward, (_, grads)), (expected_forward, (_, expected_grads)) = (results["1", batch_major],
+                                                                          results["0", batch_major])
+        assert_trees_close(forward, expected_forward, atol=2e-3, rtol=0)
+        for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+            np.testing.assert_allclose(got, expected, atol=1e-2 * float(jnp.max(jnp.abs(expected))))
 
 
 def test_vmap_runs_once_per_element(key):
