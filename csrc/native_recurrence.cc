@@ -1051,97 +1051,121 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 }
 
 // ============================================ weight gradients ==================================================
-// dW = dgates^T inputs: [rows, G]^T [rows, K] -> [G, K] with bfloat16 operands and float32 sums, on AMX tiles
-// (the layer's dW_hh and dW_ih under bf16 operands). XLA's CPU dot runs this contraction over the rows of both
+// [dW_1 | dW_2] = dgates^T [inputs_1 | inputs_2]: [rows, G]^T [rows, K1 + K2] -> [G, K1] and [G, K2] with bfloat16
+// operands and float32 sums, on AMX tiles: the layer's dW_hh and dW_ih (LSTM, Elman RNN: one call over h_prev and
+// x, which share the gate gradients) under bf16 operands. XLA's CPU dot runs this contraction over the rows of both
 // operands in float32 through Eigen, 4-5x slower than its bf16 GEMMs that contract the LHS's last axis
-// (benchmarks/NOTES.md). Computed as dW^T = inputs^T dgates: the rows are cut into chunks of 32, and the team first
-// packs each chunk (dgates as [16 pairs of rows][16 gates][2] blocks, tdpbf16ps's second operand, one 64-byte line
-// per pair; inputs transposed as [16 columns][32 rows] blocks), then sums each 32 x 32 block of dW^T over all
-// chunks in four sum tiles. Each block is summed in the same order whichever thread runs it.
+// (benchmarks/NOTES.md). Computed as dW^T = inputs^T dgates, in two phases of the team:
+// - packing, per chunk of 32 rows: dgates as [16 pairs of rows][16 gates][2] tiles (tdpbf16ps's second operand, one
+//   64-byte line per pair of rows), the inputs transposed as [16 columns][32 rows] tiles (inputs_2 from a multiple
+//   of 32 columns, so no tile mixes the two);
+// - sums, per group of kGroup tiles of 16 gates: the group's sums [K/16][kGroup] tiles stay in L2, and the rows are
+//   taken in panels of kPanel chunks: per panel and pair of input tiles, each pair of gate tiles sums the panel in
+//   four sum tiles (loaded from and stored back to the group's sums), so the panel's input tiles are read from L2
+//   kGroup / 2 times and its gate tiles K / 32 times, not from memory.
+// Each group sums its rows in the same order whichever thread runs it.
 #if RNNJAX_AMX
-ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs,
-                          ffi::ResultBuffer<ffi::F32> out) {
-  auto gate_dims = dgates.dimensions(), input_dims = inputs.dimensions();
-  if (gate_dims.size() != 2 || input_dims.size() != 2 || gate_dims[0] != input_dims[0])
-    return shape_error("weight gradient: dgates [rows, G] and inputs [rows, K] must share their rows");
+ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs_1,
+                          ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
+                          ffi::ResultBuffer<ffi::F32> out_2) {
+  constexpr int64_t kGroup = 16, kPanel = 16;
+  auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
+  if (gate_dims.size() != 2 || dims_1.size() != 2 || dims_2.size() != 2 || gate_dims[0] != dims_1[0] ||
+      gate_dims[0] != dims_2[0])
+    return shape_error("weight gradient: dgates [rows, G] and the inputs [rows, K] must share their rows");
   // Called where uses_amx() was true when the graph was traced; the tile state, once granted, stays granted.
   if (!amx_permitted()) return shape_error("weight gradient: Linux refused the AMX tile state");
-  const int64_t rows = gate_dims[0], G = gate_dims[1], K = input_dims[1];
-  float* dW = out->typed_data();
-  if (G == 0 || K == 0) return ffi::Error::Success();
+  const int64_t rows = gate_dims[0], G = gate_dims[1], K1 = dims_1[1], K2 = dims_2[1];
+  const int64_t offset_2 = (K1 + 31) / 32 * 32;  // inputs_2's first column in the packed inputs
   const int64_t chunks = std::max<int64_t>(1, (rows + 31) / 32);
-  const int64_t gate_blocks = (G + 31) / 32 * 2, input_blocks = (K + 31) / 32 * 2;  // of 16, even
-  Aligned gate_tiles(gate_blocks * chunks * 256), input_tiles(input_blocks * chunks * 256);  // 512 bf16 per tile
-  uint32_t* GT = reinterpret_cast<uint32_t*>(gate_tiles.data);  // pairs of bf16
-  uint16_t* IT = reinterpret_cast<uint16_t*>(input_tiles.data);
-  const float *DG = dgates.typed_data(), *X = inputs.typed_data();
-  const int64_t blocks = (input_blocks / 2) * (gate_blocks / 2);
-  const int work = static_cast<int>(std::max(chunks, blocks));
+  const int64_t groups = std::max<int64_t>(1, (G + kGroup * 16 - 1) / (kGroup * 16));
+  const int64_t gate_tiles = groups * kGroup, input_tiles = (offset_2 + (K2 + 31) / 32 * 32) / 16;  // even
+  if (G == 0 || input_tiles == 0) return ffi::Error::Success();
+  Aligned gate_pack(gate_tiles * chunks * 256), input_pack(input_tiles * chunks * 256);  // 512 bf16 per tile
+  uint32_t* GP = reinterpret_cast<uint32_t*>(gate_pack.data);  // pairs of bf16
+  uint16_t* IP = reinterpret_cast<uint16_t*>(input_pack.data);
+  const float *DG = dgates.typed_data(), *X1 = inputs_1.typed_data(), *X2 = inputs_2.typed_data();
+  float *dW1 = out_1->typed_data(), *dW2 = out_2->typed_data();
+  const int work = static_cast<int>(std::max(chunks, groups));
   run_team(pool, 2, work, [&](int n, int item) {
     if (n == 0) {  // pack chunk `item`
       if (item >= chunks) return;
       const int64_t r0 = int64_t(item) * 32;
       for (int p = 0; p < 16; ++p) {
         const int64_t even = r0 + 2 * p, odd = even + 1;
-        for (int64_t gb = 0; gb * 16 < G; ++gb) {
-          const int m = static_cast<int>(std::min<int64_t>(16, G - gb * 16));
-          vf a = even < rows ? loadn(DG + even * G + gb * 16, m) : vf{};
-          vf b = odd < rows ? loadn(DG + odd * G + gb * 16, m) : vf{};
+        for (int64_t gt = 0; gt * 16 < G; ++gt) {
+          const int m = static_cast<int>(std::min<int64_t>(16, G - gt * 16));
+          const vf a = round_bf16(even < rows ? loadn(DG + even * G + gt * 16, m) : vf{});
+          const vf b = round_bf16(odd < rows ? loadn(DG + odd * G + gt * 16, m) : vf{});
           vi lo, hi;
-          const vf ra = round_bf16(a), rb = round_bf16(b);
-          __builtin_memcpy(&lo, &ra, sizeof lo);
-          __builtin_memcpy(&hi, &rb, sizeof hi);
+          __builtin_memcpy(&lo, &a, sizeof lo);
+          __builtin_memcpy(&hi, &b, sizeof hi);
           const vi pair = ((lo >> 16) & 0xffff) | (hi & int32_t(0xffff0000u));
-          __builtin_memcpy(GT + (gb * chunks + item) * 256 + p * 16, &pair, sizeof pair);
+          __builtin_memcpy(GP + (gt * chunks + item) * 256 + p * 16, &pair, sizeof pair);
         }
       }
       for (int j = 0; j < 32; ++j) {
         const int64_t r = r0 + j;
-        for (int64_t kb = 0; kb * 16 < K; ++kb) {
-          const int m = static_cast<int>(std::min<int64_t>(16, K - kb * 16));
-          const vf v = r < rows ? round_bf16(loadn(X + r * K + kb * 16, m)) : vf{};
-          uint16_t* tile = IT + (kb * chunks + item) * 512;
-          for (int c = 0; c < m; ++c) {
-            uint32_t bits;
-            const float value = v[c];
-            __builtin_memcpy(&bits, &value, sizeof bits);
-            tile[c * 32 + j] = static_cast<uint16_t>(bits >> 16);
+        for (int part = 0; part < 2; ++part) {
+          const int64_t width = part == 0 ? K1 : K2, first = part == 0 ? 0 : offset_2;
+          const float* X = part == 0 ? X1 : X2;
+          for (int64_t c0 = 0; c0 < width; c0 += 16) {
+            const int m = static_cast<int>(std::min<int64_t>(16, width - c0));
+            const vf v = round_bf16(r < rows ? loadn(X + r * width + c0, m) : vf{});
+            vi bits;
+            __builtin_memcpy(&bits, &v, sizeof bits);
+            uint16_t* tile = IP + ((first + c0) / 16 * chunks + item) * 512;
+            for (int c = 0; c < m; ++c) tile[c * 32 + j] = static_cast<uint16_t>(bits[c] >> 16);
           }
         }
       }
       return;
     }
-    if (item >= blocks) return;  // block `item` of dW^T: inputs' columns kb, kb + 1, gates gb, gb + 1
-    const int64_t kb = 2 * (item / (gate_blocks / 2)), gb = 2 * (item % (gate_blocks / 2));
+    if (item >= groups) return;  // group `item`: gate tiles item * kGroup ... + kGroup
+    Aligned sums(input_tiles * kGroup * 256);  // [input tile][gate tile of the group][16][16] floats
     static const TileConfig config;
     _tile_loadconfig(&config);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    const uint16_t *a0 = IT + kb * chunks * 512, *a1 = a0 + chunks * 512;
-    const uint16_t* b0 = reinterpret_cast<const uint16_t*>(GT + gb * chunks * 256);
-    const uint16_t* b1 = b0 + chunks * 512;
-    for (int64_t c = 0; c < chunks; ++c) {
-      _tile_loadd(4, a0 + c * 512, 64);
-      _tile_loadd(5, a1 + c * 512, 64);
-      _tile_loadd(6, b0 + c * 512, 64);
-      _tile_loadd(7, b1 + c * 512, 64);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+    for (int64_t c0 = 0; c0 < chunks; c0 += kPanel) {
+      const int64_t c1 = std::min(chunks, c0 + kPanel);
+      for (int64_t it = 0; it < input_tiles; it += 2)
+        for (int64_t g = 0; g < kGroup; g += 2) {
+          float* s00 = sums.data + (it * kGroup + g) * 256;
+          float *s01 = s00 + 256, *s10 = s00 + kGroup * 256, *s11 = s10 + 256;
+          _tile_loadd(0, s00, 64);
+          _tile_loadd(1, s01, 64);
+          _tile_loadd(2, s10, 64);
+          _tile_loadd(3, s11, 64);
+          const uint16_t* a0 = IP + it * chunks * 512;
+          const uint16_t* a1 = a0 + chunks * 512;
+          const uint16_t* b0 = reinterpret_cast<const uint16_t*>(GP) + (item * kGroup + g) * chunks * 512;
+          const uint16_t* b1 = b0 + chunks * 512;
+          for (int64_t c = c0; c < c1; ++c) {
+            _tile_loadd(4, a0 + c * 512, 64);
+            _tile_loadd(5, a1 + c * 512, 64);
+            _tile_loadd(6, b0 + c * 512, 64);
+            _tile_loadd(7, b1 + c * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+          _tile_stored(0, s00, 64);
+          _tile_stored(1, s01, 64);
+          _tile_stored(2, s10, 64);
+          _tile_stored(3, s11, 64);
+        }
     }
-    alignas(64) float sums[4][16][16];
-    _tile_stored(0, sums[0], 64);
-    _tile_stored(1, sums[1], 64);
-    _tile_stored(2, sums[2], 64);
-    _tile_stored(3, sums[3], 64);
     _tile_release();
-    for (int q = 0; q < 4; ++q) {  // sums[q][input column][gate] -> dW[gate][input column]
-      const int64_t k0 = (kb + q / 2) * 16, g0 = (gb + q % 2) * 16;
-      for (int i = 0; i < 16 && k0 + i < K; ++i)
-        for (int g = 0; g < 16 && g0 + g < G; ++g) dW[(g0 + g) * K + k0 + i] = sums[q][i][g];
+    for (int64_t it = 0; it < input_tiles; ++it) {  // sums[input column][gate] -> dW[gate][input column]
+      const bool second = it * 16 >= offset_2;
+      const int64_t k0 = it * 16 - (second ? offset_2 : 0), width = second ? K2 : K1;
+      float* dW = second ? dW2 : dW1;
+      for (int64_t g = 0; g < kGroup; ++g) {
+        const int64_t g0 = (item * kGroup + g) * 16;
+        const float* tile = sums.data + (it * kGroup + g) * 256;
+        for (int i = 0; i < 16 && k0 + i < width; ++i)
+          for (int j = 0; j < 16 && g0 + j < G; ++j) dW[(g0 + j) * width + k0 + i] = tile[i * 16 + j];
+      }
     }
   });
   return ffi::Error::Success();
@@ -1177,6 +1201,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradient, WeightGradient,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 #endif
 

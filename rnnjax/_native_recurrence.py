@@ -147,10 +147,15 @@ def _layer_backward(layer, residuals, cotangents):
                                   xs.reshape(steps, xs.shape[-1]))
     dweight_ih, dxs = project_pullback(dprojected)
     if layer.bf16 and native.uses_amx():
-        # The same bf16 operands and float32 sums on AMX tiles (XLA runs these transposed-LHS GEMMs in float32).
-        drecurrent = drecurrent.reshape(steps, drecurrent.shape[-1])
-        dweight_hh = _weight_gradient(drecurrent, h_prev.reshape(steps, hidden))
-        dweight_ih = _weight_gradient(dprojected, xs.reshape(steps, xs.shape[-1]).astype(jnp.float32))
+        # The same bf16 operands and float32 sums on AMX tiles (XLA runs these transposed-LHS GEMMs in float32),
+        # in one call where dW_hh and dW_ih share their gate gradients (LSTM, Elman RNN).
+        h_rows, x_rows = h_prev.reshape(steps, hidden), xs.reshape(steps, xs.shape[-1]).astype(jnp.float32)
+        if layer.kernel == "gru":
+            none = jnp.zeros((steps, 0), jnp.float32)
+            dweight_hh = _weight_gradient(drecurrent.reshape(steps, drecurrent.shape[-1]), h_rows, none)[0]
+            dweight_ih = _weight_gradient(dprojected, x_rows, none)[0]
+        else:
+            dweight_hh, dweight_ih = _weight_gradient(dprojected, h_rows, x_rows)
     else:
         # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
         dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)
@@ -160,9 +165,11 @@ def _layer_backward(layer, residuals, cotangents):
 _layer.defvjp(lambda *args: _layer_forward(*args), _layer_backward)
 
 
-def _weight_gradient(dgates, inputs):
-    """`dgates^T inputs` `[rows, G]^T [rows, K] -> [G, K]` with bfloat16 operands and float32 sums on AMX tiles."""
-    return _call("rnnjax_weight_gradient", [(dgates.shape[1], inputs.shape[1])], dgates, inputs)[0]
+def _weight_gradient(dgates, inputs_1, inputs_2):
+    """`(dgates^T inputs_1, dgates^T inputs_2)`: `[rows, G]^T [rows, K] -> [G, K]` with bfloat16 operands and float32
+    sums on AMX tiles, the gate gradients read and packed once for both."""
+    shapes = [(dgates.shape[1], inputs_1.shape[1]), (dgates.shape[1], inputs_2.shape[1])]
+    return _call("rnnjax_weight_gradient", shapes, dgates, inputs_1, inputs_2)
 
 
 def native_unroll(cell, params, xs, carry, valid, reverse: bool, time_major: bool):

@@ -184,19 +184,26 @@ amx_only = pytest.mark.skipif(not native.uses_amx(), reason="bfloat16 runs on AM
 
 
 @amx_only
-@pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (64, 16, 32), (700, 96, 70)])
+@pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (64, 16, 32), (700, 300, 70)])
 def test_the_amx_weight_gradient_is_the_bf16_gemm(rows, gates, width):
-    """dW = dgates^T inputs on AMX tiles: the bfloat16-rounded operands' products summed in float32, at sizes that
-    leave partial chunks of rows and partial blocks of gates and columns."""
+    """[dW_1 | dW_2] = dgates^T [inputs_1 | inputs_2] on AMX tiles: the bfloat16-rounded operands' products summed in
+    float32, at sizes that leave partial chunks of rows, partial blocks of gates and columns, and several groups of
+    gates and panels of rows; with no second input, the first's result is bit for bit the same."""
     rng = np.random.default_rng(rows)
     dgates = rng.standard_normal((rows, gates), dtype=np.float32)
     inputs = rng.standard_normal((rows, width), dtype=np.float32)
-    got = np.asarray(_weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs)))
-    rounded = [np.asarray(jnp.asarray(a).astype(jnp.bfloat16).astype(jnp.float32), np.float64) for a in (dgates, inputs)]
-    exact = rounded[0].T @ rounded[1]
-    scale = np.abs(rounded[0]).T @ np.abs(rounded[1])  # float32 sums of these terms are within ~rows ulp of it
-    assert got.shape == (gates, width)
-    np.testing.assert_array_less(np.abs(got - exact), 4e-7 * scale + 1e-30)
+    second = rng.standard_normal((rows, width // 2 + 3), dtype=np.float32)  # packed from a multiple of 32 columns
+    got = _weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs), jnp.asarray(second))
+    rounded = [np.asarray(jnp.asarray(a).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+               for a in (dgates, inputs, second)]
+    for result, operand in zip(got, rounded[1:]):
+        exact = rounded[0].T @ operand
+        scale = np.abs(rounded[0]).T @ np.abs(operand)  # float32 sums of these terms are within ~rows ulp of it
+        assert result.shape == exact.shape
+        np.testing.assert_array_less(np.abs(np.asarray(result) - exact), 4e-7 * scale + 1e-30)
+    alone, empty = _weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs), jnp.zeros((rows, 0)))
+    np.testing.assert_array_equal(alone, got[0])
+    assert empty.shape == (gates, 0)
 
 
 @amx_only
