@@ -307,15 +307,54 @@ struct alignas(64) TileConfig {
   _tile_loadd(weights, w, 64);           \
   _tile_dpbf16ps(sums, 4, weights)
 
-// One tile's GEMM with AMX: per block of 16 rows, [first.a16 | second.a16] times the tile's weight blocks into C
-// sum tiles, stored to `acc` and handed to finish. Rows past the batch are computed from padding and not handed on.
+// One tile's GEMM with AMX: per block of rows, [first.a16 | second.a16] times the tile's weight blocks into sum
+// tiles, stored to `acc` and handed to finish. Blocks of 32 rows take the vectors two at a time, in sum tiles
+// [2 halves of the rows][2 vectors] from two operand tiles (4, 5) and two weight tiles (6, 7): each weight tile then
+// serves 32 rows. The weights come from L2 (a core's share of W is ~1.5 MB at H = 512), and loaded once per 16 rows
+// they held the loop up (half of its samples under perf at (64,100,256,512)). A last block of up to 16 rows takes
+// all C vectors at once. Rows past the batch are computed from padding and not handed on.
 template <int C, class Finish>
 void tile_gemm_amx(const Segment& first, const Segment& second, int64_t batch, bool compute, Finish&& finish) {
   static_assert(C >= 1 && C <= 4, "four sum tiles at most");
   static const TileConfig config;
   _tile_loadconfig(&config);  // per call: other code on this thread (XLA's bf16 GEMMs) may configure the tiles too
-  alignas(64) vf acc[16][C];
-  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
+  alignas(64) vf acc[32][C];
+  int64_t b0 = 0;
+  for (; batch - b0 > 16; b0 += 32) {
+    for (int c0 = 0; c0 < C; c0 += 2) {
+      const bool pair = c0 + 1 < C;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      if (compute)
+        for (const Segment* segment : {&first, &second}) {
+          const int64_t blocks = (segment->depth + 31) / 32, stride = segment->lda * 2;
+          const uint16_t *top = segment->a16 + b0 * segment->lda, *bottom = top + 16 * segment->lda;
+          for (int64_t kb = 0; kb < blocks; ++kb) {
+            const uint16_t* w = segment->w16 + (kb * C + c0) * 512;
+            _tile_loadd(4, top + kb * 32, stride);
+            _tile_loadd(5, bottom + kb * 32, stride);
+            _tile_loadd(6, w, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(2, 5, 6);
+            if (pair) {
+              _tile_loadd(7, w + 512, 64);
+              _tile_dpbf16ps(1, 4, 7);
+              _tile_dpbf16ps(3, 5, 7);
+            }
+          }
+        }
+      _tile_stored(0, &acc[0][c0], C * sizeof(vf));
+      _tile_stored(2, &acc[16][c0], C * sizeof(vf));
+      if (pair) {
+        _tile_stored(1, &acc[0][c0 + 1], C * sizeof(vf));
+        _tile_stored(3, &acc[16][c0 + 1], C * sizeof(vf));
+      }
+    }
+    finish(static_cast<int>(b0), static_cast<int>(std::min<int64_t>(32, batch - b0)), acc);
+  }
+  for (; b0 < batch; b0 += 16) {
     _tile_zero(0);
     if constexpr (C > 1) _tile_zero(1);
     if constexpr (C > 2) _tile_zero(2);
@@ -563,14 +602,19 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   pack_forward(weight_hh.typed_data(), H, H, 4, TU, packed);
   pack_forward(weight_ih.typed_data(), H, D, 4, TU, packed_ih);
   operand.fill(0, h);
-  // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them; for AMX as bfloat16 rows of
-  // a multiple of 32 values, with room for the rows a block of 16 reads past the batch.
+  // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them. For AMX as bfloat16 rows of a
+  // multiple of 32 values, time-major whatever the layout of xs, [T][B padded to 16]: an operand tile's 16 rows are
+  // then one contiguous block, where batch-major rows T apart put each on its own page.
   const float* X = xs.typed_data();
   const int64_t x_step = seq.row(0, 1) - seq.row(0, 0);  // rows between sequences b and b + 1 of a step
-  Operands x_rows(amx ? (B + 16) * T : bf16 ? T * B : 0, D, bf16, amx, 1);
+  const int64_t padded = (B + 15) / 16 * 16;
+  auto x_row = [&](int64_t t, int64_t b) { return amx ? t * padded + b : seq.row(t, b); };  // in x_rows / X
+  Operands x_rows(amx ? T * padded : bf16 ? T * B : 0, D, bf16, amx, 1);
   if (bf16) {
-    for (int64_t i = 0; i < T * B; ++i)
-      for (int64_t c = 0; c < D; c += L) x_rows.put(0, i, c, loadn(X + i * D + c, int(D - c)), int(D - c));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < D; c += L)
+          x_rows.put(0, x_row(t, b), c, loadn(X + seq.row(t, b) * D + c, int(D - c)), int(D - c));
     if (!amx) X = x_rows.f32(0);
   }
   const int x_lines = static_cast<int>((x_rows.stride * (amx ? 2 : 4) + 63) / 64);  // cache lines per input row
@@ -589,8 +633,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
     Segment inputs{X + seq.row(t, 0) * D, x_step * D, packed_ih.f32(tile), D};
     if (amx) {
       inputs = x_rows.segment(0, packed_ih, tile, D);
-      inputs.a16 += seq.row(t, 0) * x_rows.stride;
-      inputs.lda = x_step * x_rows.stride;
+      inputs.a16 += x_row(t, 0) * x_rows.stride;
     }
     tile_gemm<kRowsForward4, 4 * NV>(inputs, operand.segment(n % 2, packed, tile, H), B,
                                      sc + int64_t(tile) * B * 4 * NV * L, true, [&](int b0, int rows, auto acc) {
@@ -601,7 +644,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
           // Every tile reads the whole input row: each asks for its share of the row's lines.
-          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(x_base + ahead * x_row_bytes + line * 64);
+          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(x_base + x_row(t_next, b) * x_row_bytes + line * 64);
           prefetch_lines<1>(Y + ahead * H + u0, L, NV);
           if (training) {
             prefetch_lines<1>(A + ahead * 4 * H + u0, H, 4);
