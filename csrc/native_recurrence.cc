@@ -188,32 +188,35 @@ struct Weights {
   }
 };
 
+void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<void(int, int)> work);
+
 // Forward packing of W_hh [G*H, H] or W_ih [G*H, D] (PyTorch's layout, rows of `depth` floats): a tile's column
 // g * units + lane is gate g of its unit `lane`, so a tile's GEMM reads W^T[k, gate columns of its units] as G * NV
-// consecutive vectors. Units past H are zero.
-void pack_forward(const float* w, int64_t hidden, int64_t depth, int gates, int units, Weights& out) {
-  const int tiles = num_tiles(hidden, units);
+// consecutive vectors. Units past H are zero. The tiles are packed on the team (each writes its own slice).
+void pack_forward(ffi::ThreadPool& pool, const float* w, int64_t hidden, int64_t depth, int gates, int units,
+                  Weights& out) {
   // Reads W row by row (a tile's writes, depth * G * units floats, stay in cache).
-  for (int tile = 0; tile < tiles; ++tile)
+  run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
     for (int g = 0; g < gates; ++g)
       for (int lane = 0; lane < units; ++lane) {
         const int64_t unit = int64_t(tile) * units + lane;
         const float* row = unit < hidden ? w + (g * hidden + unit) * depth : nullptr;
         for (int64_t k = 0; k < depth; ++k) out.put(tile, k, g * units + lane, row ? row[k] : 0.0f);
       }
+  });
 }
 
 // Backward packing: W_hh[j, units of the tile] for j over all G*H rows, so a tile's input-gradient GEMM
 // dh[:, units] = dgates @ W_hh[:, units] reads NV consecutive vectors per j.
-void pack_backward(const float* w, int64_t hidden, int gates, int units, Weights& out) {
-  const int tiles = num_tiles(hidden, units);
+void pack_backward(ffi::ThreadPool& pool, const float* w, int64_t hidden, int gates, int units, Weights& out) {
   const int64_t rows = gates * hidden;
-  for (int tile = 0; tile < tiles; ++tile)
+  run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
     for (int64_t j = 0; j < rows; ++j)
       for (int lane = 0; lane < units; ++lane) {
         int64_t unit = int64_t(tile) * units + lane;
         out.put(tile, j, lane, unit < hidden ? w[j * hidden + unit] : 0.0f);
       }
+  });
 }
 
 // Calls f(b0, std::integral_constant<int, R>) over the batch in blocks of RMAX rows, then one block of the rest.
@@ -599,8 +602,8 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   Weights packed(tiles, H, 4 * NV, bf16, amx), packed_ih(tiles, D, 4 * NV, bf16, amx);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * 4 * NV * L);
-  pack_forward(weight_hh.typed_data(), H, H, 4, TU, packed);
-  pack_forward(weight_ih.typed_data(), H, D, 4, TU, packed_ih);
+  pack_forward(pool, weight_hh.typed_data(), H, H, 4, TU, packed);
+  pack_forward(pool, weight_ih.typed_data(), H, D, 4, TU, packed_ih);
   operand.fill(0, h);
   // bfloat16 operands: the inputs rounded once, as XLA's bf16 projection rounds them. For AMX as bfloat16 rows of a
   // multiple of 32 values, time-major whatever the layout of xs, [T][B padded to 16]: an operand tile's 16 rows are
@@ -714,7 +717,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
   Weights packed(tiles, GH, NV, bf16, amx);
   Operands operand(B, GH, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 4, TU, packed);
+  pack_backward(pool, weight_hh.typed_data(), H, 4, TU, packed);
   const float *A = activations.typed_data(), *CP = c_prev.typed_data(), *TC = tanh_c.typed_data(),
               *DY = dys.typed_data();
   const bool* V = valid.typed_data();
@@ -807,7 +810,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   Weights packed(tiles, H, 3 * NV, bf16, amx);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * 3 * NV * L);
-  pack_forward(weight_hh.typed_data(), H, H, 3, TU, packed);
+  pack_forward(pool, weight_hh.typed_data(), H, H, 3, TU, packed);
   operand.fill(0, h);
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const float* BN = bias_hn.typed_data();
@@ -889,7 +892,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   Weights packed(tiles, GH, NV, bf16, amx);
   Operands operand(B, GH, bf16, amx);
   Aligned held(B * H), scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 3, TU, packed);
+  pack_backward(pool, weight_hh.typed_data(), H, 3, TU, packed);
   const float *HP = h_prev.typed_data(), *S = saved.typed_data(), *DY = dys.typed_data();
   const bool* V = valid.typed_data();
   float *DP = dprojected->typed_data(), *DR = drecurrent->typed_data();
@@ -981,7 +984,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   Weights packed(tiles, H, NV, bf16, amx);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
-  pack_forward(weight_hh.typed_data(), H, H, 1, TU, packed);
+  pack_forward(pool, weight_hh.typed_data(), H, H, 1, TU, packed);
   operand.fill(0, h);
   const float *P = projected.typed_data(), *BI = bias.typed_data();
   const bool* V = valid.typed_data();
@@ -1048,7 +1051,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   Weights packed(tiles, H, NV, bf16, amx);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
-  pack_backward(weight_hh.typed_data(), H, 1, TU, packed);
+  pack_backward(pool, weight_hh.typed_data(), H, 1, TU, packed);
   const float *HN = h_new_all.typed_data(), *DY = dys.typed_data();
   const bool* V = valid.typed_data();
   float* DPRE = dpre_out->typed_data();
