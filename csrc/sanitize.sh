@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The native extension's tests under AddressSanitizer and UndefinedBehaviorSanitizer (issue 18's correctness gate):
-# builds csrc/native_recurrence.cc with both sanitizers (AVX-512 if the CPU has it, else AVX2), loads that build in
-# place of the installed one (RNNJAX_NATIVE_LIBRARY) and runs tests/test_native.py. Any out-of-bounds access,
-# use-after-free or undefined behaviour aborts the run. Usage, from the repository root, in the project's
+# builds csrc/native_recurrence.cc with both sanitizers (AVX-512 with AMX tiles if the CPU has them, else AVX-512,
+# else AVX2: the build setup.py's loader would pick), loads that build in place of the installed one
+# (RNNJAX_NATIVE_LIBRARY) and runs tests/test_native.py. Any out-of-bounds access, use-after-free or undefined
+# behaviour aborts the run. Usage, from the repository root, in the project's
 # environment: bash csrc/sanitize.sh   (about 5 minutes on 2 cores: 2 to build, 3 to test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="$(mktemp -d)"
 include="$(python -c 'import jax; print(jax.ffi.include_dir())')"
-if grep -qw avx512bw /proc/cpuinfo; then
+if grep -qw amx_bf16 /proc/cpuinfo && grep -qw avx512_bf16 /proc/cpuinfo; then
+  isa=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mavx512bf16 -mamx-tile -mamx-bf16)
+elif grep -qw avx512bw /proc/cpuinfo; then
   isa=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma)
 else
   isa=(-mavx2 -mfma)
