@@ -647,7 +647,8 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
           // Every tile reads the whole input row: each asks for its share of the row's lines.
-          for (int line = tile; line < x_lines; line += tiles) __builtin_prefetch(x_base + x_row(t_next, b) * x_row_bytes + line * 64);
+          for (int line = tile; line < x_lines; line += tiles)
+            __builtin_prefetch(x_base + x_row(t_next, b) * x_row_bytes + line * 64);
           prefetch_lines<1>(Y + ahead * H + u0, L, NV);
           if (training) {
             prefetch_lines<1>(A + ahead * 4 * H + u0, H, 4);

@@ -17,7 +17,10 @@ kernel, float32 params and carry, and GEMM operands in float32 or bfloat16 (`cel
   single 2-D GEMMs with no transpose before them (the 3-D `tbg,tbh->gh` contraction of the time-major arrays
   made XLA transpose the gate gradients first, which cost as much as the GEMM; benchmarks/NOTES.md), the biases'
   gradients are column sums, and the input gradient `dgates @ W_ih` is formed only when something reads it (XLA
-  drops it otherwise).
+  drops it otherwise);
+- bfloat16 operands on a CPU with AMX (`rnnjax.native.uses_amx()`): the loops' per-step GEMMs run on the tiles,
+  and `dW_hh`, `dW_ih` are one more FFI call on the tiles (`_weight_gradient`), since XLA's CPU dot runs these
+  row-contracting GEMMs in float32.
 
 Under `vmap` the calls run once per mapped element (`vmap_method="sequential"`); forward-mode differentiation
 needs `backward="autodiff"`, as on the fused path.
@@ -146,7 +149,7 @@ def _layer_backward(layer, residuals, cotangents):
     _, project_pullback = jax.vjp(lambda weight, rows: _projection(layer, rows, weight), weight_ih,
                                   xs.reshape(steps, xs.shape[-1]))
     dweight_ih, dxs = project_pullback(dprojected)
-    if layer.bf16 and native.uses_amx():
+    if layer.bf16 and native.uses_amx():  # (the pullback's dW_ih then goes unread, and XLA drops its dot)
         # The same bf16 operands and float32 sums on AMX tiles (XLA runs these transposed-LHS GEMMs in float32),
         # in one call where dW_hh and dW_ih share their gate gradients (LSTM, Elman RNN).
         h_rows, x_rows = h_prev.reshape(steps, hidden), xs.reshape(steps, xs.shape[-1]).astype(jnp.float32)

@@ -11,8 +11,8 @@ C++ through `jax.ffi` (csrc/native_recurrence.cc, built at `pip install`), which
 
 The extension is built three times, for AVX-512 with AMX (Sapphire Rapids and later: bfloat16 GEMM operands run
 on the tile matrix unit, `uses_amx()`), for AVX-512 (16 float lanes) and for AVX2 with FMA (8 lanes), and the best
-library the CPU can run is loaded on first use (`isa()` says which). Without either (another architecture, a failed build,
-`RNNJAX_NATIVE=0` in the environment) `unroll` runs the XLA paths and one line is logged, never an error.
+library the CPU can run is loaded on first use (`isa()` says which). Without any (another architecture, a failed
+build, `RNNJAX_NATIVE=0` in the environment) `unroll` runs the XLA paths and one line is logged, never an error.
 `RNNJAX_NATIVE_LIBRARY=/path/to/lib.so` loads another build instead (csrc/sanitize.sh runs the tests on an
 AddressSanitizer/UBSan build that way). The
 same Python API on GPU and TPU keeps using XLA (or the GPU kernels of `rnnjax._gpu`).
@@ -129,7 +129,8 @@ def unavailable_reason() -> str | None:
 
 
 def isa() -> str | None:
-    """"amx", "avx512" or "avx2": the build that was loaded ("custom" for `RNNJAX_NATIVE_LIBRARY`; None when none was)."""
+    """"amx", "avx512" or "avx2": the build that was loaded ("custom" for `RNNJAX_NATIVE_LIBRARY`; None when none
+    was)."""
     library, name = _load()
     return name if library is not None else None
 

@@ -165,7 +165,8 @@ def test_bfloat16_operands_match_the_fused_path(cell, key):
         np.testing.assert_allclose(got, expected, atol=2e-2 * float(jnp.max(jnp.abs(expected))))
 
 
-@pytest.mark.parametrize("cell", [LSTM(70), GRU(70), LSTM(70, matmul_dtype="bfloat16")], ids=["lstm", "gru", "lstm-bf16"])
+@pytest.mark.parametrize("cell", [LSTM(70), GRU(70), LSTM(70, matmul_dtype="bfloat16")],
+                         ids=["lstm", "gru", "lstm-bf16"])
 def test_results_do_not_depend_on_the_thread_count(cell, key, monkeypatch):
     """`RNNJAX_NATIVE_THREADS` is read per call; every tile is computed the same way on any thread, so one thread
     and the whole pool give bit-identical outputs and gradients (H = 70: five tiles, split unevenly)."""
