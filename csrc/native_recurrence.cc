@@ -1107,7 +1107,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 //   64-byte line per pair of rows), the inputs transposed as [16 columns][32 rows] tiles (inputs_2 from a multiple
 //   of 32 columns, so no tile mixes the two);
 // - sums, per group of kGroup tiles of 16 gates: the group's sums [K/16][kGroup] tiles stay in L2, and the rows are
-//   taken in panels of kPanel chunks: per panel and pair of input tiles, each pair of gate tiles sums the panel in
+//   taken in panels of kPanel chunks (both 16, or 8 for K > 768, so that what a group reads fits L2): per panel and pair of input tiles, each pair of gate tiles sums the panel in
 //   four sum tiles (loaded from and stored back to the group's sums), so the panel's input tiles are read from L2
 //   kGroup / 2 times and its gate tiles K / 32 times, not from memory.
 // Each group sums its rows in the same order whichever thread runs it.
@@ -1115,7 +1115,6 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs_1,
                           ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
                           ffi::ResultBuffer<ffi::F32> out_2) {
-  constexpr int64_t kGroup = 16, kPanel = 16;
   auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
   if (gate_dims.size() != 2 || dims_1.size() != 2 || dims_2.size() != 2 || gate_dims[0] != dims_1[0] ||
       gate_dims[0] != dims_2[0])
@@ -1125,8 +1124,12 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ff
   const int64_t rows = gate_dims[0], G = gate_dims[1], K1 = dims_1[1], K2 = dims_2[1];
   const int64_t offset_2 = (K1 + 31) / 32 * 32;  // inputs_2's first column in the packed inputs
   const int64_t chunks = std::max<int64_t>(1, (rows + 31) / 32);
+  const int64_t input_tiles = (offset_2 + (K2 + 31) / 32 * 32) / 16;  // even
+  // A group's sums (input_tiles x kGroup KiB), the panel's input tiles (input_tiles x kPanel) and its gate tiles
+  // (kGroup x kPanel) within ~1.6 MB of the 2 MB L2: 16 and 16 up to K = 768, 8 and 8 beyond.
+  const int64_t kGroup = input_tiles <= 48 ? 16 : 8, kPanel = kGroup;
   const int64_t groups = std::max<int64_t>(1, (G + kGroup * 16 - 1) / (kGroup * 16));
-  const int64_t gate_tiles = groups * kGroup, input_tiles = (offset_2 + (K2 + 31) / 32 * 32) / 16;  // even
+  const int64_t gate_tiles = groups * kGroup;
   if (G == 0 || input_tiles == 0) return ffi::Error::Success();
   Aligned gate_pack(gate_tiles * chunks * 256), input_pack(input_tiles * chunks * 256);  // 512 bf16 per tile
   uint32_t* GP = reinterpret_cast<uint32_t*>(gate_pack.data);  // pairs of bf16

@@ -159,6 +159,8 @@ def _layer_backward(layer, residuals, cotangents):
             dweight_ih = _weight_gradient(dprojected, x_rows, none)[0]
         else:
             dweight_hh, dweight_ih = _weight_gradient(dprojected, h_rows, x_rows)
+        # Autodiff of the bf16 projection returns dW_ih in bfloat16 (the fused path's and the GPU kernels' result).
+        dweight_ih = dweight_ih.astype(jnp.bfloat16).astype(jnp.float32)
     else:
         # The gate gradients and h_prev share their rows (the layout of xs), so this is one [rows]^T [rows] GEMM.
         dweight_hh = _sum_over_steps(drecurrent, h_prev, "bfloat16" if layer.bf16 else None)

@@ -185,11 +185,12 @@ amx_only = pytest.mark.skipif(not native.uses_amx(), reason="bfloat16 runs on AM
 
 
 @amx_only
-@pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (64, 16, 32), (700, 300, 70)])
+@pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (64, 16, 32), (700, 300, 70), (300, 150, 800)])
 def test_the_amx_weight_gradient_is_the_bf16_gemm(rows, gates, width):
     """[dW_1 | dW_2] = dgates^T [inputs_1 | inputs_2] on AMX tiles: the bfloat16-rounded operands' products summed in
     float32, at sizes that leave partial chunks of rows, partial blocks of gates and columns, and several groups of
-    gates and panels of rows; with no second input, the first's result is bit for bit the same."""
+    gates and panels of rows (of both sizes: the inputs' width past 768 takes the smaller); with no second input, the
+    first's result is bit for bit the same."""
     rng = np.random.default_rng(rows)
     dgates = rng.standard_normal((rows, gates), dtype=np.float32)
     inputs = rng.standard_normal((rows, width), dtype=np.float32)
@@ -232,6 +233,9 @@ def test_amx_matches_the_avx512_kernel(cell, time, batch, lengths, reverse, key,
         assert_trees_close(forward, expected_forward, atol=2e-3, rtol=0)
         for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
             np.testing.assert_allclose(got, expected, atol=1e-2 * float(jnp.max(jnp.abs(expected))))
+        # dW_ih is bfloat16, as autodiff of the bf16 projection returns it on the fused path and the AVX-512 kernel.
+        weight_ih = np.asarray(grads[0].weight_ih)
+        np.testing.assert_array_equal(weight_ih, np.asarray(jnp.asarray(weight_ih).astype(jnp.bfloat16), np.float32))
 
 
 def test_vmap_runs_once_per_element(key):

@@ -13,7 +13,7 @@ from helpers import FAST_COMPILE
 from helpers import assert_trees_close
 from helpers import random_like
 
-from rnnjax import GRU, LSTM, unroll, unroll_path
+from rnnjax import GRU, LSTM, native, unroll, unroll_path
 from rnnjax import _gpu
 from rnnjax import _pallas
 
@@ -72,7 +72,10 @@ def test_the_kernels_equal_autodiff_of_the_plain_scan(cell, shape, lengths, reve
 def test_bfloat16_operands_round_as_the_fused_path_does(cell):
     params, xs, carry, lengths = make_inputs(cell, 3, 4, 3, (4, 0, 2))
     (value, outputs), grads = loss("pallas", cell, lengths, True)(params, xs, carry)
-    (expected_value, expected_outputs), expected_grads = loss("custom", cell, lengths, True)(params, xs, carry)
+    # The fused XLA path itself: on a CPU with AMX the native loop sums bf16 dW_ih in float32 before rounding it,
+    # where XLA's CPU bf16 dot lands one bf16 ulp away in places.
+    with native.flags(enabled=False):
+        (expected_value, expected_outputs), expected_grads = loss("custom", cell, lengths, True)(params, xs, carry)
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     assert_trees_close(outputs, expected_outputs, atol=1e-5)
     assert_trees_close(grads, expected_grads, atol=1e-4, rtol=1e-4)
