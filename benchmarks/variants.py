@@ -249,9 +249,9 @@ def torch_variant(spec: Spec) -> Variant:
 
     output_dtype = "float32"
     if spec.dtype != "float32":
-        # One probe forward: autocast may fail (torch 2.13's CPU nn.LSTM: "could not create a primitive descriptor
-        # for the LSTM forward propagation primitive", a known regression) or leave a module in float32 (nn.GRU is
-        # not on autocast's list); both are recorded rather than hidden.
+        # One probe forward: autocast may fail (torch 2.13's CPU nn.LSTM on an AVX2-only CPU: "could not create a
+        # primitive descriptor for the LSTM forward propagation primitive"; it runs on AVX512-BF16/AMX CPUs) or
+        # leave a module in float32 (nn.GRU is not on autocast's list); both are recorded rather than hidden.
         try:
             with torch.no_grad(), autocast():
                 output_dtype = str(module(xs)[0].dtype).removeprefix("torch.")
