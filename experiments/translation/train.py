@@ -371,6 +371,8 @@ def train(config: Config) -> dict:
     # the best epoch is then chosen among those this process trained (the final parameters if it trained none).
     state, fit_summary = cli.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
                                  run_config=run_config, steps_per_epoch=steps_per_epoch)
+    # evaluate() counted this process's epochs from 0; a resumed run's first one is the epoch it resumed in.
+    best["epoch"] += fit_summary["steps"] // steps_per_epoch - epoch_counter[0]
     if best["params"] is None:
         best.update(epoch=config.epochs - 1, params=jax.device_get(state.params))
     train_seconds = time.perf_counter() - train_started

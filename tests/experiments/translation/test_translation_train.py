@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import cli
 from experiments.translation import train as translation
 from experiments.translation.tokenisation import BOS, EOS
 from rnnjax.models import decoding
@@ -55,6 +56,36 @@ def test_selecting_on_the_free_running_loss_keeps_its_best_epoch(tmp_path, monke
     assert len(free_running) == 3 and all(np.isfinite(free_running))
     assert int(np.argmin(teacher_forced)) == 2 and int(np.argmin(free_running)) == 0
     assert summary["best_epoch"] == 0 and summary["select_on"] == "free_running_loss"
+
+
+def test_a_resumed_run_names_its_best_epoch_by_the_whole_runs_count(tmp_path, monkeypatch):
+    # The first process stops in epoch 2's validation; the resumed one trains and scores what is left (from the
+    # newest finished checkpoint: epoch 1 or 2), its first score inflated when there are two, so the best is epoch
+    # 2, which a count from the resumed process's start would call epoch 0 or 1.
+    real, calls = translation.free_running_nll, []
+
+    def interrupted(model, params, batches):
+        calls.append(None)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(model, params, batches)
+
+    config = translation.Config(**dict(translation.QUICK, epochs=3), select_on="free_running_loss",
+                                run_dir=str(tmp_path / "run"), quiet=True, compilation_cache=False)
+    monkeypatch.setattr(translation, "free_running_nll", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        translation.train(config)
+    resumed_calls = []
+
+    def inflated_but_last(model, params, batches):  # resumed in epoch 1 or 2: its first score, x10 unless alone
+        nll, tokens = real(model, params, batches)
+        resumed_calls.append(None)
+        return nll * (10.0 if len(resumed_calls) == 1 else 1.0), tokens
+
+    monkeypatch.setattr(translation, "free_running_nll", inflated_but_last)
+    with cli.using_run_flags(cli.RunFlags(resume=True)):
+        summary = translation.train(config)
+    assert 1 <= len(resumed_calls) <= 2 and summary["best_epoch"] == 2
 
 
 def test_drawn_attention_is_the_greedy_decoders_own():
