@@ -44,13 +44,14 @@ from experiments.translation.tokenisation import BOS, EOS, TOKENIZERS, MosesToke
 from rnnjax import _checks
 from rnnjax.models import decoding
 from rnnjax.models.decoder import ATTENTION_STYLES
-from rnnjax.models.seq2seq import Seq2Seq, sequence_loss
+from rnnjax.models.seq2seq import SAMPLED_TOKENS, SAMPLING_COINS, Seq2Seq, sequence_loss
 from rnnjax.train.run_files import write_text_atomic
 
 DATASETS = ("cldr_dates", "multi30k")
 ATTENTIONS = ("none", "additive", "dot", "general")
 BRIDGES = ("tanh_backward", "projection", "final")
 SELECT_ON = ("loss", "free_running_loss", "bleu")
+INITS = ("default", "normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Config:
     dropout_rate: float = 0.1  # on the embeddings (and between stacked levels)
     label_smoothing: float = 0.0  # training loss only: mass spread uniformly over the target vocabulary
     sampling_probability: float = 0.0  # scheduled sampling: feed the model's own previous token with this probability
+    sampled_token: str = "sample"  # that token: "sample" (from its softmax) | "argmax" (the tutorials')
+    sampling_coin: str = "example"  # "example" (a coin per example and step) | "batch" (one per step: the tutorials')
+    init: str = "default"  # "default" (each layer's, PyTorch's) | "normal" (weights N(0, 0.01), biases 0: tutorial 3)
     batch_size: int = 64  # pairs per batch (short batches are padded with empty rows)
     num_buckets: int = 2  # length buckets: at most this many compiled train shapes (each compiles for ~30 s)
     epochs: int = 12  # passes over the training split; the best validation epoch is kept
@@ -116,16 +120,19 @@ PRESETS = {
                 attention="none", bridge="final", context_every_step=True),
     # Tutorial 3, Bahdanau et al. 2015: bi-GRU encoder, tanh(W [h_fwd; h_bwd]) bridge, additive attention 512 wide
     # queried with the previous decoder state, its context into the GRU's input and into the output layer with the
-    # embedding (28.30 / 25.6).
+    # embedding (28.30 / 25.6); also its training and selection: teacher forcing 0.5 as one coin per step with the
+    # argmax token, weights N(0, 0.01) and zero biases, the epoch with the best free-running validation loss.
     "bahdanau": dict(_TUTORIAL, encoder_cell="gru", decoder_cell="gru", bidirectional=True, num_layers=1,
-                     attention="additive", attention_style="bahdanau", attention_size=512, bridge="projection"),
+                     attention="additive", attention_style="bahdanau", attention_size=512, bridge="projection",
+                     sampled_token="argmax", sampling_coin="batch", init="normal", select_on="free_running_loss"),
 }
 # What fits this project's shared 2-core CPU: a quarter of the width, teacher forcing only (scheduled sampling runs
 # the decoder step by step, output layer and sampling inside a lax.scan: 4-30 s per step here at width 256), less
 # dropout for the smaller model, Adam 2e-3, 5 epochs (measured 2.4 s per step with the machine shared: 45 min).
 PRESETS["bahdanau-small"] = dict(PRESETS["bahdanau"], embedding_size=128, hidden_size=128, dropout_rate=0.3,
                                  sampling_probability=0.0, learning_rate=2e-3, epochs=5, attention_style="luong",
-                                 attention_size=0)
+                                 attention_size=0, sampled_token="sample", sampling_coin="example", init="default",
+                                 select_on="loss")
 QUICK = dict(dataset="cldr_dates", cldr_train_pairs=96, cldr_eval_pairs=32, embedding_size=8, hidden_size=8,
              epochs=1, batch_size=32, num_buckets=1, examples=2, log_every=10)
 
@@ -140,13 +147,32 @@ def make_model(config: Config, source_vocab_size: int, target_vocab_size: int) -
         context_every_step=config.context_every_step, dropout_rate=config.dropout_rate)
 
 
-def make_loss_fn(model: Seq2Seq, label_smoothing: float, sampling_probability: float):
+def init_params(model: Seq2Seq, key: jax.Array, init: str) -> dict:
+    """`model.init(key)`, or with `init` "normal" tutorial 3's `init_weights`: every array named `bias*` zero, every
+    other one (embeddings, weights, the attention's `v`) drawn from N(0, 0.01)."""
+    params = model.init(key)
+    if init == "default":
+        return params
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = jax.random.split(key, len(paths))
+    leaves = []
+    for (path, leaf), leaf_key in zip(paths, keys):
+        last = path[-1]
+        name = str(getattr(last, "key", getattr(last, "name", "")))
+        leaves.append(jnp.zeros_like(leaf) if name.startswith("bias")
+                      else 0.01 * jax.random.normal(leaf_key, leaf.shape, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def make_loss_fn(model: Seq2Seq, label_smoothing: float, sampling_probability: float,
+                 sampled_token: str = "sample", sampling_coin: str = "example"):
     """The engine's loss function: the label-smoothed cross-entropy per target token (`sequence_loss`); metric
     `token_loss`, the unsmoothed one, whose exp is the training perplexity the engine logs."""
 
     def loss_fn(params, carry, batch, key):
         logits, _ = model.apply(params, batch["src"], batch["src_lengths"], batch["tgt_in"], batch["tgt_lengths"],
-                                key=key, train=key is not None, sampling_probability=sampling_probability)
+                                key=key, train=key is not None, sampling_probability=sampling_probability,
+                                sampled_token=sampled_token, sampling_coin=sampling_coin)
         loss = sequence_loss(logits, batch["tgt_out"], batch["tgt_lengths"], label_smoothing=label_smoothing)
         token_loss = sequence_loss(logits, batch["tgt_out"], batch["tgt_lengths"]) if label_smoothing else loss
         return loss, (carry, {"token_loss": token_loss})
@@ -307,7 +333,7 @@ def train(config: Config) -> dict:
     max_length = config.max_decode_length or max(len(t) for t in encoded["train"][1]) + 10
     model = make_model(config, len(vocabularies["source"]), len(vocabularies["target"]))
     init_key, state_key = jax.random.split(jax.random.key(config.seed))
-    params = model.init(init_key)
+    params = init_params(model, init_key, config.init)
     optimizer = rnnjax.train.make_optimizer(rnnjax.train.OptimizerConfig(
         optimizer=config.optimizer, learning_rate=config.learning_rate, max_grad_norm=config.max_grad_norm))
     state = rnnjax.train.create_train_state(params, optimizer, state_key)
@@ -365,7 +391,8 @@ def train(config: Config) -> dict:
                                          log_every=config.log_every, keep_checkpoints=1, quiet=config.quiet,
                                          checkpoint_every=steps_per_epoch * config.epochs + 1, perplexity=True)
     train_started = time.perf_counter()
-    train_step = rnnjax.train.train_step_fn(make_loss_fn(model, config.label_smoothing, config.sampling_probability),
+    train_step = rnnjax.train.train_step_fn(make_loss_fn(model, config.label_smoothing, config.sampling_probability,
+                                                          config.sampled_token, config.sampling_coin),
                                             optimizer)
     # cli.fit applies --resume/--overwrite/--tensorboard/--csv; a resumed run's skipped epochs are not re-scored, so
     # the best epoch is then chosen among those this process trained (the final parameters if it trained none).
@@ -434,6 +461,9 @@ def validate(config: Config) -> None:
     _checks.check_choice("attention", config.attention, ATTENTIONS)
     _checks.check_choice("bridge", config.bridge, BRIDGES)
     _checks.check_choice("select_on", config.select_on, SELECT_ON)
+    _checks.check_choice("sampled_token", config.sampled_token, SAMPLED_TOKENS)
+    _checks.check_choice("sampling_coin", config.sampling_coin, SAMPLING_COINS)
+    _checks.check_choice("init", config.init, INITS)
     _checks.check_choice("encoder_cell", config.encoder_cell, rnnjax.CELL_MODES)
     _checks.check_choice("decoder_cell", config.decoder_cell, rnnjax.CELL_MODES)
     for name in ("embedding_size", "hidden_size", "num_layers"):
@@ -487,7 +517,8 @@ def parse_config(argv=None) -> Config:
                               validate=validate, exit_on_error=True, run_flags=True,
                               choices={"dataset": DATASETS, "tokenizer": TOKENIZERS, "attention": ATTENTIONS,
                                        "attention_style": ATTENTION_STYLES,
-                                       "bridge": BRIDGES, "select_on": SELECT_ON,
+                                       "bridge": BRIDGES, "select_on": SELECT_ON, "init": INITS,
+                                       "sampled_token": SAMPLED_TOKENS, "sampling_coin": SAMPLING_COINS,
                                        "encoder_cell": rnnjax.CELL_MODES, "decoder_cell": rnnjax.CELL_MODES})
 
 

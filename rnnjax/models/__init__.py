@@ -44,7 +44,10 @@ from rnnjax.models.decoder import DecoderCell
 from rnnjax.models.decoder import DecoderParams
 from rnnjax.models.seq2seq import BRIDGES
 from rnnjax.models.seq2seq import DecodeState
+from rnnjax.models.seq2seq import SAMPLED_TOKENS
+from rnnjax.models.seq2seq import SAMPLING_COINS
 from rnnjax.models.seq2seq import Seq2Seq
+from rnnjax.models.seq2seq import feed_back_tokens
 from rnnjax.models.seq2seq import seq2seq_loss_fn
 from rnnjax.models.seq2seq import sequence_loss
 from rnnjax.models.captioner import CaptionDecoder
@@ -66,6 +69,8 @@ __all__ = [
     "FrameTagger",
     "LanguageModel",
     "POOLINGS",
+    "SAMPLED_TOKENS",
+    "SAMPLING_COINS",
     "SegmentForecaster",
     "Seq2Seq",
     "Seq2SeqForecaster",
@@ -79,6 +84,7 @@ __all__ = [
     "ctc_loss_fn",
     "ctc_prefix_beam_search",
     "edit_distance",
+    "feed_back_tokens",
     "frame_classification_loss_fn",
     "greedy_decode",
     "masked_pool",

@@ -43,6 +43,11 @@ from rnnjax.rnn import CELL_MODES, make_cell
 from rnnjax.time_loop import unroll
 
 BRIDGES = ("tanh_backward", "projection", "final")
+# Scheduled sampling's two choices: which model token is fed back ("sample" from the softmax, Bengio et al. 2015;
+# "argmax", bentrevett/pytorch-seq2seq's `output.argmax(1)`), and whose coin decides ("example": one per example and
+# step; "batch": one per step for the whole batch, the tutorials' `random.random() < teacher_forcing_ratio`).
+SAMPLED_TOKENS = ("sample", "argmax")
+SAMPLING_COINS = ("example", "batch")
 
 
 class DecodeState(NamedTuple):
@@ -310,17 +315,23 @@ class Seq2Seq:
         return self._step(params, state, tokens)
 
     def apply(self, params: dict, src: jax.Array, src_lengths: jax.Array, tgt_in: jax.Array, tgt_lengths: jax.Array,
-              *, key: jax.Array | None = None, train: bool = False, sampling_probability: float = 0.0):
+              *, key: jax.Array | None = None, train: bool = False, sampling_probability: float = 0.0,
+              sampled_token: str = "sample", sampling_coin: str = "example"):
         """`(logits [B, T, Vt], attention weights [B, T, S] or None)` for the decoder inputs `tgt_in` int `[B, T]`
         (BOS then the target shifted right) with `tgt_lengths` `[B]`.
 
         Teacher forcing: one `rnnjax.unroll` of the decoder over `tgt_in` (logits past `tgt_lengths` come from
         zero outputs, and their attention weights are zero). With `sampling_probability` p > 0 (scheduled
-        sampling, Bengio et al. 2015; needs `key`), each step after the first reads, with probability p, a token
-        sampled from the model's previous output distribution instead of `tgt_in`, in a `lax.scan` over the
-        decoder's step (positions past `tgt_lengths` are then not zeroed: the loss masks them). `train=True`
-        turns dropout on and needs `key`. Ids are range-checked as in `LanguageModel.apply`."""
+        sampling, Bengio et al. 2015; needs `key`), each step after the first reads, with probability p, the model's
+        own token instead of `tgt_in`, in a `lax.scan` over the decoder's step (positions past `tgt_lengths` are
+        then not zeroed: the loss masks them). That token is `sampled_token`: "sample" (drawn from the previous
+        step's softmax) or "argmax" (its most likely token); `sampling_coin` "example" tosses one coin per example
+        and step, "batch" one per step for the whole batch (bentrevett/pytorch-seq2seq's teacher forcing ratio
+        1 - p). `train=True` turns dropout on and needs `key`. Ids are range-checked as in
+        `LanguageModel.apply`."""
         _checks.check_rate("sampling_probability", sampling_probability)
+        _checks.check_choice("sampled_token", sampled_token, SAMPLED_TOKENS)
+        _checks.check_choice("sampling_coin", sampling_coin, SAMPLING_COINS)
         if (train and self.dropout_rate) or sampling_probability:
             if key is None:
                 raise ValueError("train=True with dropout, and sampling_probability > 0, need a PRNG key")
@@ -337,7 +348,7 @@ class Seq2Seq:
             state = self.init_state(params, src, src_lengths, key=keys[0] if dropping else None)
             if sampling_probability:
                 return self._scheduled_sampling(params, state, tgt_in, sampling_probability, keys[3],
-                                                keys[1] if dropping else None)
+                                                keys[1] if dropping else None, sampled_token, sampling_coin)
             embedded = jnp.take(params["tgt_embedding"], tgt_in, axis=0)
             if dropping:
                 embedded = dropout(keys[1], embedded, self.dropout_rate)
@@ -348,17 +359,15 @@ class Seq2Seq:
             logits = self._readout(params, outputs, embedded, state.context, keys[2] if dropping else None)
         return logits, weights
 
-    def _scheduled_sampling(self, params, state, tgt_in, probability, key, dropout_key):
+    def _scheduled_sampling(self, params, state, tgt_in, probability, key, dropout_key, sampled_token, coin):
         time = tgt_in.shape[1]
         step_keys = jax.random.split(key, time)
         drop_keys = None if dropout_key is None else jax.random.split(dropout_key, time)
 
         def body(loop, t):
             state, previous_logits = loop
-            coin_key, sample_key = jax.random.split(step_keys[t])
-            sampled = jax.random.categorical(sample_key, jax.lax.stop_gradient(previous_logits))
-            use_sample = (jax.random.uniform(coin_key, tgt_in.shape[:1]) < probability) & (t > 0)
-            tokens = jnp.where(use_sample, sampled.astype(tgt_in.dtype), tgt_in[:, t])
+            tokens = feed_back_tokens(step_keys[t], tgt_in[:, t], previous_logits, probability, sampled_token, coin,
+                                      first=t == 0)
             state, logits, weights = self._step(params, state, tokens, None if drop_keys is None else drop_keys[t])
             return (state, logits), (logits, weights)
 
@@ -368,13 +377,31 @@ class Seq2Seq:
         return jnp.swapaxes(logits, 0, 1), weights
 
 
-def seq2seq_loss_fn(model: Seq2Seq, *, label_smoothing: float = 0.0, sampling_probability: float = 0.0):
+def feed_back_tokens(key: jax.Array, teacher: jax.Array, logits: jax.Array, probability: float,
+                     sampled_token: str = "sample", coin: str = "example", first: jax.Array | bool = False):
+    """Scheduled sampling's choice for one step: the model's token (from `logits` `[B, V]`, the previous step's
+    output, no gradient; `sampled_token` "sample" or "argmax") where a coin of probability `probability` says so
+    (`coin` "example": one per row; "batch": one for all rows), `teacher` `[B]` elsewhere and wherever `first`."""
+    coin_key, sample_key = jax.random.split(key)
+    logits = jax.lax.stop_gradient(logits)
+    if sampled_token == "argmax":
+        model = jnp.argmax(logits, axis=-1)
+    else:
+        model = jax.random.categorical(sample_key, logits)
+    shape = teacher.shape[:1] if coin == "example" else ()
+    use_model = (jax.random.uniform(coin_key, shape) < probability) & jnp.logical_not(first)
+    return jnp.where(use_model, model.astype(teacher.dtype), teacher)
+
+
+def seq2seq_loss_fn(model: Seq2Seq, *, label_smoothing: float = 0.0, sampling_probability: float = 0.0,
+                    sampled_token: str = "sample", sampling_coin: str = "example"):
     """The training engine's loss function (`rnnjax.train`) for batches with `src`, `src_lengths`, `tgt_in`,
     `tgt_out`, `tgt_lengths`: `sequence_loss` with `label_smoothing`, token `accuracy` as a metric; no carry."""
 
     def loss_fn(params, carry, batch, key):
         logits, _ = model.apply(params, batch["src"], batch["src_lengths"], batch["tgt_in"], batch["tgt_lengths"],
-                                key=key, train=key is not None, sampling_probability=sampling_probability)
+                                key=key, train=key is not None, sampling_probability=sampling_probability,
+                                sampled_token=sampled_token, sampling_coin=sampling_coin)
         loss = sequence_loss(logits, batch["tgt_out"], batch["tgt_lengths"], label_smoothing=label_smoothing)
         mask = jnp.arange(logits.shape[1])[None, :] < batch["tgt_lengths"][:, None]
         return loss, (carry, {"accuracy": accuracy(logits, jnp.where(mask, batch["tgt_out"], 0), mask)})

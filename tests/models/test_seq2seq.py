@@ -1,6 +1,6 @@
 """Seq2Seq: the teacher-forced unroll equals a Python loop over the decoder's step (every attention, both attention
 styles, bridge and Cho's context), the bridge and the Bahdanau-style step are Bahdanau's formulas, padding never leaks, scheduled sampling at p -> 0 is teacher
-forcing, the loss is the masked (label-smoothed) cross-entropy, and bad ids raise."""
+forcing and at p -> 1 with argmax tokens the greedy loop, a batch coin feeds every row alike, the loss is the masked (label-smoothed) cross-entropy, and bad ids raise."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 from jax.experimental import checkify
 
 from rnnjax.models.decoder import DecoderCell
-from rnnjax.models.seq2seq import Seq2Seq, seq2seq_loss_fn, sequence_loss
+from rnnjax.models.seq2seq import Seq2Seq, feed_back_tokens, seq2seq_loss_fn, sequence_loss
 from rnnjax.rnn import make_cell
 from rnnjax.time_loop import unroll
 
@@ -146,6 +146,42 @@ def test_scheduled_sampling_at_a_vanishing_rate_is_teacher_forcing_and_at_a_high
     np.testing.assert_allclose(mostly[:, 0], logits[:, 0], rtol=1e-5, atol=1e-6)  # step 0 always reads BOS
     with pytest.raises(ValueError, match="need a PRNG key"):
         model.apply(params, SRC, SRC_LENGTHS, TGT_IN, TGT_LENGTHS, sampling_probability=0.5)
+    with pytest.raises(ValueError, match="sampled_token must be one of .*'top'"):
+        model.apply(params, SRC, SRC_LENGTHS, TGT_IN, TGT_LENGTHS, key=key, sampling_probability=0.5,
+                    sampled_token="top")
+    with pytest.raises(ValueError, match="sampling_coin must be one of .*'step'"):
+        model.apply(params, SRC, SRC_LENGTHS, TGT_IN, TGT_LENGTHS, key=key, sampling_probability=0.5,
+                    sampling_coin="step")
+
+
+@pytest.mark.parametrize("coin", ["example", "batch"])
+def test_argmax_sampling_at_a_rate_near_one_is_the_greedy_loop_over_step(coin, key):
+    model = small(attention="additive")
+    params = model.init(key)
+    fed, _ = model.apply(params, SRC, SRC_LENGTHS, TGT_IN, TGT_LENGTHS, key=jax.random.key(3),
+                         sampling_probability=1 - 1e-7, sampled_token="argmax", sampling_coin=coin)
+    state, tokens, logits = model.init_state(params, SRC, SRC_LENGTHS), TGT_IN[:, 0], []
+    for _ in range(TGT_IN.shape[1]):
+        state, step_logits, _ = model.step(params, state, tokens)
+        logits.append(step_logits)
+        tokens = jnp.argmax(step_logits, axis=-1).astype(TGT_IN.dtype)
+    np.testing.assert_allclose(fed, jnp.stack(logits, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_coin_feeds_every_row_alike_and_an_example_coin_does_not():
+    teacher = jnp.zeros(64, jnp.int32)
+    logits = jnp.zeros((64, 8)).at[:, 5].set(50.0)  # the model's token is 5 however it is chosen
+    outcomes = {"batch": set(), "example": set()}
+    for coin in outcomes:
+        for seed in range(16):
+            tokens = np.asarray(feed_back_tokens(jax.random.key(seed), teacher, logits, 0.5, "argmax", coin))
+            outcomes[coin].add(tuple(sorted(set(tokens.tolist()))))
+            sampled = feed_back_tokens(jax.random.key(seed), teacher, logits, 0.5, "sample", coin)
+            np.testing.assert_array_equal(sampled, tokens)  # the same coins; a sample of a peaked softmax is 5
+    assert outcomes["batch"] == {(0,), (5,)}  # all teacher or all model, both seen
+    assert (0, 5) in outcomes["example"]
+    first = feed_back_tokens(jax.random.key(0), teacher, logits, 1 - 1e-7, "argmax", "batch", first=True)
+    np.testing.assert_array_equal(first, teacher)
 
 
 def test_dropout_only_in_training_and_reproducible(key):

@@ -88,6 +88,31 @@ def test_a_resumed_run_names_its_best_epoch_by_the_whole_runs_count(tmp_path, mo
     assert 1 <= len(resumed_calls) <= 2 and summary["best_epoch"] == 2
 
 
+def test_normal_init_is_tutorial_3s_init_weights():
+    model = translation.make_model(translation.Config(**translation.PRESETS["bahdanau"]), 300, 400)
+    default = translation.init_params(model, jax.random.key(0), "default")
+    normal = translation.init_params(model, jax.random.key(0), "normal")
+    assert jax.tree_util.tree_structure(default) == jax.tree_util.tree_structure(normal)
+    named = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(normal)}
+    biases = [name for name in named if "bias" in name]
+    # bridge 1, encoder GRUs 4, decoder GRU 2, attention 1, output 1
+    assert len(biases) == 9 and all(not np.any(named[name]) for name in biases)
+    for name, leaf in named.items():
+        if name not in biases:
+            assert abs(float(np.std(leaf)) - 0.01) < 0.002 and abs(float(np.mean(leaf))) < 0.002, name
+    assert float(np.std(jax.tree_util.tree_leaves(default["src_embedding"])[0])) > 0.9  # N(0, 1), PyTorch's
+
+
+def test_a_quick_run_with_the_tutorials_teacher_forcing_trains(tmp_path):
+    config = translation.Config(**translation.QUICK, sampling_probability=0.5, sampled_token="argmax",
+                                sampling_coin="batch", init="normal", run_dir=str(tmp_path / "run"), quiet=True,
+                                compilation_cache=False)
+    summary = translation.train(config)
+    assert np.isfinite(summary["test"]["test"]["perplexity"])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["run"]["config"]
+    assert (saved["sampled_token"], saved["sampling_coin"], saved["init"]) == ("argmax", "batch", "normal")
+
+
 def test_drawn_attention_is_the_greedy_decoders_own():
     model = Seq2Seq(src_vocab_size=12, tgt_vocab_size=10, embed_size=6, hidden_size=5, attention="additive")
     params = model.init(jax.random.key(1))
@@ -113,6 +138,8 @@ def test_command_line(capsys):
     assert (config.dataset, config.attention, config.hidden_size, config.src, config.tgt) == (
         "multi30k", "additive", 512, "en", "de")
     assert (config.attention_style, config.attention_size) == ("bahdanau", 512)  # tutorial 3's decoder
+    assert (config.sampling_probability, config.sampled_token, config.sampling_coin, config.init,
+            config.select_on) == (0.5, "argmax", "batch", "normal", "free_running_loss")  # and its training
     sutskever = translation.parse_config(["--preset", "sutskever"])
     assert (sutskever.encoder_cell, sutskever.num_layers, sutskever.attention) == ("lstm", 2, "none")
     assert translation.parse_config(["--quick"]).cldr_train_pairs == 96
@@ -126,6 +153,9 @@ def test_command_line(capsys):
                           (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
                           (["--src", "zz_QQ"], "--src language 'zz_QQ' is not a CLDR locale"),
                           (["--encoder-cell", "tree"], "--encoder-cell must be one of"),
+                          (["--sampled-token", "top"], "--sampled-token must be one of"),
+                          (["--sampling-coin", "step"], "--sampling-coin must be one of"),
+                          (["--init", "xavier"], "--init must be one of"),
                           (["--attention", "dot"], "pass --no-bidirectional"),
                           (["--bridge", "final", "--decoder-cell", "lstm"], "--decoder-cell must match")):
         with pytest.raises(SystemExit) as exit_info:
