@@ -85,6 +85,18 @@ inline void storen(float* p, vf v, int n) {
   if (n >= L) return store(p, v);
   for (int i = 0; i < n; ++i) p[i] = v[i];
 }
+// storen for arrays the loop writes and never reads back (outputs, residuals for the backward, gate gradients):
+// whole aligned vectors go to memory with a non-temporal store, which skips the read that allocating each line in
+// cache would cost, and leaves the cache to the weights. run_team fences each piece of work (sfence), so what it
+// streamed is visible to whoever reads it after the team's counter says the work is done.
+inline void stream(float* p, vf v, int n) {
+  if (n < L || (reinterpret_cast<uintptr_t>(p) & (sizeof(vf) - 1)) != 0) return storen(p, v, n);
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, (__m512)v);
+#else
+  _mm256_stream_ps(p, (__m256)v);
+#endif
+}
 inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
 // NaN-preserving clamps: a comparison with NaN is false, so NaN passes through.
 inline vf at_most(vf x, float hi) { return select(x > hi, splat(hi), x); }
@@ -496,6 +508,7 @@ struct Team {
       int tile;
       while (claim(slot, iteration, &tile)) {
         work(iteration, tile);
+        _mm_sfence();
         done.value.fetch_add(1, std::memory_order_acq_rel);
       }
       const int64_t target = int64_t(iteration + 1) * tiles;
@@ -533,6 +546,7 @@ void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<vo
   if (team->slots == 1) {
     for (int n = 0; n < iterations; ++n)
       for (int t = 0; t < tiles; ++t) team->work(n, t);
+    _mm_sfence();
     return;
   }
   for (int s = 1; s < team->slots; ++s) pool.Schedule([team, s] { team->participate(s); });
@@ -561,11 +575,9 @@ inline Layout layout_of(ffi::Span<const int64_t> dims, bool batch_major) {
 // hardware prefetchers do not follow, and the loads of the projection stalled the forward loop (a quarter of its
 // samples under perf at (32,100,128,256)). The loop asks for the next step's lines of a row itself, `count` lines
 // `stride` floats apart from `row`, when it finishes that row of this step.
-// Lines written next step get a prefetch for writing (WRITE = 1), as they would otherwise each stall the store
-// that allocates them.
-template <int WRITE = 0>
+// What the loop writes and never reads back goes out with streaming stores (`stream`) and needs no prefetch.
 inline void prefetch_lines(const float* row, int64_t stride, int count) {
-  for (int k = 0; k < count; ++k) __builtin_prefetch(row + k * stride, WRITE);
+  for (int k = 0; k < count; ++k) __builtin_prefetch(row + k * stride);
 }
 
 ffi::Error shape_error(const char* what) { return ffi::Error::InvalidArgument(std::string("rnnjax native: ") + what); }
@@ -649,11 +661,6 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
           // Every tile reads the whole input row: each asks for its share of the row's lines.
           for (int line = tile; line < x_lines; line += tiles)
             __builtin_prefetch(x_base + x_row(t_next, b) * x_row_bytes + line * 64);
-          prefetch_lines<1>(Y + ahead * H + u0, L, NV);
-          if (training) {
-            prefetch_lines<1>(A + ahead * 4 * H + u0, H, 4);
-            for (float* residual : {TC, HP, CP}) prefetch_lines<1>(residual + ahead * H + u0, L, NV);
-          }
         }
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
@@ -670,15 +677,15 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
           vf h_new = o * tc;
           if (training) {
             float* a = A + io * 4 * H;
-            storen(a + 0 * H + u, i, m);
-            storen(a + 1 * H + u, f, m);
-            storen(a + 2 * H + u, g, m);
-            storen(a + 3 * H + u, o, m);
-            storen(TC + io * H + u, tc, m);
-            storen(HP + io * H + u, h_old, m);
-            storen(CP + io * H + u, c_old, m);
+            stream(a + 0 * H + u, i, m);
+            stream(a + 1 * H + u, f, m);
+            stream(a + 2 * H + u, g, m);
+            stream(a + 3 * H + u, o, m);
+            stream(TC + io * H + u, tc, m);
+            stream(HP + io * H + u, h_old, m);
+            stream(CP + io * H + u, c_old, m);
           }
-          storen(Y + io * H + u, keep ? h_new : vf{}, m);
+          stream(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) {
             storen(c + b * H + u, c_new, m);
@@ -738,10 +745,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
         const int64_t b = b0 + r;
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
-          for (int v = 0; v < NV; ++v) {
-            prefetch_lines(A + ahead * GH + u0 + v * L, H, 4);
-            prefetch_lines<1>(DG + ahead * GH + u0 + v * L, H, 4);
-          }
+          for (int v = 0; v < NV; ++v) prefetch_lines(A + ahead * GH + u0 + v * L, H, 4);
           for (const float* step : {TC, CP, DY}) prefetch_lines(step + ahead * H + u0, L, NV);
         }
 #pragma GCC unroll 1
@@ -768,10 +772,10 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
              d_o = dht * tc * o * (1.0f - o);
           if (!keep) di = df = dg = d_o = vf{};
           float* out = DG + io * GH;
-          storen(out + 0 * H + u, di, m);
-          storen(out + 1 * H + u, df, m);
-          storen(out + 2 * H + u, dg, m);
-          storen(out + 3 * H + u, d_o, m);
+          stream(out + 0 * H + u, di, m);
+          stream(out + 1 * H + u, df, m);
+          stream(out + 2 * H + u, dg, m);
+          stream(out + 3 * H + u, d_o, m);
           const int half = n % 2;
           operand.put(half, b, 0 * H + u, di, m);
           operand.put(half, b, 1 * H + u, df, m);
@@ -832,11 +836,6 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
           prefetch_lines(P + ahead * 3 * H + u0, H, 3);
-          prefetch_lines<1>(Y + ahead * H + u0, L, NV);
-          if (training) {
-            prefetch_lines<1>(S + ahead * 4 * H + u0, H, 4);
-            prefetch_lines<1>(HP + ahead * H + u0, L, NV);
-          }
         }
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
@@ -851,13 +850,13 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
           vf h_new = ng + zg * (h_old - ng);
           if (training) {
             float* s = S + io * 4 * H;
-            storen(s + 0 * H + u, rg, m);
-            storen(s + 1 * H + u, zg, m);
-            storen(s + 2 * H + u, ng, m);
-            storen(s + 3 * H + u, hn, m);
-            storen(HP + io * H + u, h_old, m);
+            stream(s + 0 * H + u, rg, m);
+            stream(s + 1 * H + u, zg, m);
+            stream(s + 2 * H + u, ng, m);
+            stream(s + 3 * H + u, hn, m);
+            stream(HP + io * H + u, h_old, m);
           }
-          storen(Y + io * H + u, keep ? h_new : vf{}, m);
+          stream(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           operand.put((n + 1) % 2, b, u, h_kept, m);
@@ -911,11 +910,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
         const int64_t b = b0 + r;
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
-          for (int v = 0; v < NV; ++v) {
-            prefetch_lines(S + ahead * 4 * H + u0 + v * L, H, 4);
-            prefetch_lines<1>(DP + ahead * GH + u0 + v * L, H, 3);
-            prefetch_lines<1>(DR + ahead * GH + u0 + v * L, H, 3);
-          }
+          for (int v = 0; v < NV; ++v) prefetch_lines(S + ahead * 4 * H + u0 + v * L, H, 4);
           for (const float* step : {HP, DY}) prefetch_lines(step + ahead * H + u0, L, NV);
         }
 #pragma GCC unroll 1
@@ -943,12 +938,12 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
           if (!keep) dn = dz = dr = dnr = vf{};
           float* outp = DP + io * GH;
           float* outr = DR + io * GH;
-          storen(outp + 0 * H + u, dr, m);
-          storen(outp + 1 * H + u, dz, m);
-          storen(outp + 2 * H + u, dn, m);
-          storen(outr + 0 * H + u, dr, m);
-          storen(outr + 1 * H + u, dz, m);
-          storen(outr + 2 * H + u, dnr, m);
+          stream(outp + 0 * H + u, dr, m);
+          stream(outp + 1 * H + u, dz, m);
+          stream(outp + 2 * H + u, dn, m);
+          stream(outr + 0 * H + u, dr, m);
+          stream(outr + 1 * H + u, dz, m);
+          stream(outr + 2 * H + u, dnr, m);
           const int half = n % 2;
           operand.put(half, b, 0 * H + u, dr, m);
           operand.put(half, b, 1 * H + u, dz, m);
@@ -1004,9 +999,6 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
         if (t_next >= 0) {
           const int64_t ahead = seq.row(t_next, b);
           prefetch_lines(P + ahead * H + u0, L, NV);
-          prefetch_lines<1>(Y + ahead * H + u0, L, NV);
-          if (training)
-            for (float* residual : {HN, HP}) prefetch_lines<1>(residual + ahead * H + u0, L, NV);
         }
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
@@ -1017,10 +1009,10 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
           vf h_new = relu ? select(pre > 0.0f, pre, vf{}) : vtanh(pre);
           vf h_old = loadn(h + b * H + u, m);
           if (training) {
-            storen(HN + io * H + u, h_new, m);
-            storen(HP + io * H + u, h_old, m);
+            stream(HN + io * H + u, h_new, m);
+            stream(HP + io * H + u, h_old, m);
           }
-          storen(Y + io * H + u, keep ? h_new : vf{}, m);
+          stream(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           operand.put((n + 1) % 2, b, u, h_kept, m);
@@ -1070,7 +1062,6 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
         if (n + 1 < T) {
           const int64_t ahead = seq.row(step_at(n + 1, T, !reverse), b);
           for (const float* step : {HN, DY}) prefetch_lines(step + ahead * H + u0, L, NV);
-          prefetch_lines<1>(DPRE + ahead * H + u0, L, NV);
         }
 #pragma GCC unroll 1
         for (int v = 0; v < NV; ++v) {
@@ -1087,7 +1078,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
           vf hn = loadn(HN + io * H + u, m);
           vf derivative = relu ? select(hn > 0.0f, splat(1.0f), vf{}) : 1.0f - hn * hn;
           vf dpre = V[row] ? (dhv + loadn(DY + io * H + u, m)) * derivative : vf{};
-          storen(DPRE + io * H + u, dpre, m);
+          stream(DPRE + io * H + u, dpre, m);
           operand.put(n % 2, b, u, dpre, m);
           storen(dh + b * H + u, dhv, m);
         }
