@@ -161,10 +161,12 @@ inline float round_bf16(float x) { return round_bf16(splat(x))[0]; }
 
 struct Aligned {
   float* data = nullptr;
-  explicit Aligned(size_t count) {
+  // zero = false where every element that reaches a result is written before it is read (writing zeros first
+  // to tens of MB costs as much memory traffic as the writes themselves).
+  explicit Aligned(size_t count, bool zero = true) {
     size_t bytes = ((std::max<size_t>(count, 1) * sizeof(float) + 63) / 64) * 64;
     data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (data != nullptr) std::memset(data, 0, bytes);
+    if (data != nullptr && zero) std::memset(data, 0, bytes);
   }
   ~Aligned() { std::free(data); }
   Aligned(const Aligned&) = delete;
@@ -685,7 +687,10 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
             stream(HP + io * H + u, h_old, m);
             stream(CP + io * H + u, c_old, m);
           }
-          stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          if (training)
+            stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          else  // inference: the next layer or the caller reads ys soon, maybe from cache
+            storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) {
             storen(c + b * H + u, c_new, m);
@@ -856,7 +861,10 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
             stream(s + 3 * H + u, hn, m);
             stream(HP + io * H + u, h_old, m);
           }
-          stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          if (training)
+            stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          else  // inference: the next layer or the caller reads ys soon, maybe from cache
+            storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           operand.put((n + 1) % 2, b, u, h_kept, m);
@@ -1012,7 +1020,10 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
             stream(HN + io * H + u, h_new, m);
             stream(HP + io * H + u, h_old, m);
           }
-          stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          if (training)
+            stream(Y + io * H + u, keep ? h_new : vf{}, m);
+          else  // inference: the next layer or the caller reads ys soon, maybe from cache
+            storen(Y + io * H + u, keep ? h_new : vf{}, m);
           vf h_kept = keep ? h_new : h_old;
           if (keep) storen(h + b * H + u, h_new, m);
           operand.put((n + 1) % 2, b, u, h_kept, m);
@@ -1097,11 +1108,14 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 // - packing, per chunk of 32 rows: dgates as [16 pairs of rows][16 gates][2] tiles (tdpbf16ps's second operand, one
 //   64-byte line per pair of rows), the inputs transposed as [16 columns][32 rows] tiles (inputs_2 from a multiple
 //   of 32 columns, so no tile mixes the two);
-// - sums, per group of kGroup tiles of 16 gates: the group's sums [K/16][kGroup] tiles stay in L2, and the rows are
-//   taken in panels of kPanel chunks (both 16, or 8 for K > 768, so that what a group reads fits L2): per panel and pair of input tiles, each pair of gate tiles sums the panel in
-//   four sum tiles (loaded from and stored back to the group's sums), so the panel's input tiles are read from L2
-//   kGroup / 2 times and its gate tiles K / 32 times, not from memory.
-// Each group sums its rows in the same order whichever thread runs it.
+// - sums, per block of the result: kBlock input tiles (of 16 columns) by kGroup gate tiles (of 16 gates), whose
+//   sums (kBlock x kGroup KiB, ~0.75 MB) stay in L2 while the rows go by in panels of kPanel chunks; per panel and
+//   pair of input tiles, each pair of gate tiles sums the panel in four sum tiles (loaded from and stored back to
+//   the block's sums). Memory traffic is the packed inputs read once per group of gates plus the packed gate
+//   gradients once per block of inputs; square blocks (~28 x 28 tiles) keep that sum near its minimum. One block
+//   per group over all the inputs, as this was first written, read the packed inputs G / 128 times: 630 MB at
+//   (6400 rows, 4096 gates, 1536 inputs), a memory-bound 0.68 TFLOP/s.
+// Each block sums its rows in the same order whichever thread runs it.
 #if RNNJAX_AMX
 ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs_1,
                           ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
@@ -1116,18 +1130,26 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ff
   const int64_t offset_2 = (K1 + 31) / 32 * 32;  // inputs_2's first column in the packed inputs
   const int64_t chunks = std::max<int64_t>(1, (rows + 31) / 32);
   const int64_t input_tiles = (offset_2 + (K2 + 31) / 32 * 32) / 16;  // even
-  // A group's sums (input_tiles x kGroup KiB), the panel's input tiles (input_tiles x kPanel) and its gate tiles
-  // (kGroup x kPanel) within ~1.6 MB of the 2 MB L2: 16 and 16 up to K = 768, 8 and 8 beyond.
-  const int64_t kGroup = input_tiles <= 48 ? 16 : 8, kPanel = kGroup;
-  const int64_t groups = std::max<int64_t>(1, (G + kGroup * 16 - 1) / (kGroup * 16));
-  const int64_t gate_tiles = groups * kGroup;
   if (G == 0 || input_tiles == 0) return ffi::Error::Success();
-  Aligned gate_pack(gate_tiles * chunks * 256), input_pack(input_tiles * chunks * 256);  // 512 bf16 per tile
+  // A block's sums (kBlock x kGroup KiB, at most 0.75 MB) and a panel's input and gate tiles in the 2 MB L2. Pairs
+  // of tiles throughout; at least four blocks where the gates allow, for the team.
+  const int64_t kBlock = std::min<int64_t>(input_tiles, 28), blocks = (input_tiles + kBlock - 1) / kBlock;
+  const int64_t pairs_of_gate_tiles = (G + 31) / 32;
+  int64_t kGroup = std::min<int64_t>(768 / kBlock / 2, pairs_of_gate_tiles) * 2;
+  while (kGroup > 2 && blocks * ((pairs_of_gate_tiles * 2 + kGroup - 1) / kGroup) < 4) kGroup = kGroup / 4 * 2;
+  const int64_t groups = (pairs_of_gate_tiles * 2 + kGroup - 1) / kGroup;
+  // Panels of 6 chunks: a pair of input tiles' panel (12 KiB) stays in L1 while the block's gate tiles go by
+  // (12 KiB a pair). Measured at (6400, 4096, 1024 + 512): 4, 6, 8, 12, 18 chunks took 86, 81, 86, 97, 94 ms.
+  constexpr int64_t kPanel = 6;
+  const int64_t gate_tiles = groups * kGroup;
+  // 512 bf16 per tile. Not zeroed: what the packing leaves unwritten (gates past G, columns past the inputs' width)
+  // only reaches sums that are not copied out, as each sum depends on one gate and one column alone.
+  Aligned gate_pack(gate_tiles * chunks * 256, false), input_pack(input_tiles * chunks * 256, false);
   uint32_t* GP = reinterpret_cast<uint32_t*>(gate_pack.data);  // pairs of bf16
   uint16_t* IP = reinterpret_cast<uint16_t*>(input_pack.data);
   const float *DG = dgates.typed_data(), *X1 = inputs_1.typed_data(), *X2 = inputs_2.typed_data();
   float *dW1 = out_1->typed_data(), *dW2 = out_2->typed_data();
-  const int work = static_cast<int>(std::max(chunks, groups));
+  const int work = static_cast<int>(std::max(chunks, groups * blocks));
   run_team(pool, 2, work, [&](int n, int item) {
     if (n == 0) {  // pack chunk `item`
       if (item >= chunks) return;
@@ -1162,15 +1184,17 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ff
       }
       return;
     }
-    if (item >= groups) return;  // group `item`: gate tiles item * kGroup ... + kGroup
-    Aligned sums(input_tiles * kGroup * 256);  // [input tile][gate tile of the group][16][16] floats
+    if (item >= groups * blocks) return;
+    // Block `item`: gate tiles group * kGroup ... + kGroup, input tiles it0 ... it1.
+    const int64_t group = item / blocks, it0 = item % blocks * kBlock, it1 = std::min(input_tiles, it0 + kBlock);
+    Aligned sums(kBlock * kGroup * 256);  // [input tile of the block][gate tile of the group][16][16] floats
     static const TileConfig config;
     _tile_loadconfig(&config);
     for (int64_t c0 = 0; c0 < chunks; c0 += kPanel) {
       const int64_t c1 = std::min(chunks, c0 + kPanel);
-      for (int64_t it = 0; it < input_tiles; it += 2)
+      for (int64_t it = it0; it < it1; it += 2)
         for (int64_t g = 0; g < kGroup; g += 2) {
-          float* s00 = sums.data + (it * kGroup + g) * 256;
+          float* s00 = sums.data + ((it - it0) * kGroup + g) * 256;
           float *s01 = s00 + 256, *s10 = s00 + kGroup * 256, *s11 = s10 + 256;
           _tile_loadd(0, s00, 64);
           _tile_loadd(1, s01, 64);
@@ -1178,7 +1202,7 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ff
           _tile_loadd(3, s11, 64);
           const uint16_t* a0 = IP + it * chunks * 512;
           const uint16_t* a1 = a0 + chunks * 512;
-          const uint16_t* b0 = reinterpret_cast<const uint16_t*>(GP) + (item * kGroup + g) * chunks * 512;
+          const uint16_t* b0 = reinterpret_cast<const uint16_t*>(GP) + (group * kGroup + g) * chunks * 512;
           const uint16_t* b1 = b0 + chunks * 512;
           for (int64_t c = c0; c < c1; ++c) {
             _tile_loadd(4, a0 + c * 512, 64);
@@ -1197,13 +1221,13 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ff
         }
     }
     _tile_release();
-    for (int64_t it = 0; it < input_tiles; ++it) {  // sums[input column][gate] -> dW[gate][input column]
+    for (int64_t it = it0; it < it1; ++it) {  // sums[input column][gate] -> dW[gate][input column]
       const bool second = it * 16 >= offset_2;
       const int64_t k0 = it * 16 - (second ? offset_2 : 0), width = second ? K2 : K1;
       float* dW = second ? dW2 : dW1;
       for (int64_t g = 0; g < kGroup; ++g) {
-        const int64_t g0 = (item * kGroup + g) * 16;
-        const float* tile = sums.data + (it * kGroup + g) * 256;
+        const int64_t g0 = (group * kGroup + g) * 16;
+        const float* tile = sums.data + ((it - it0) * kGroup + g) * 256;
         for (int i = 0; i < 16 && k0 + i < width; ++i)
           for (int j = 0; j < 16 && g0 + j < G; ++j) dW[(g0 + j) * width + k0 + i] = tile[i * 16 + j];
       }
