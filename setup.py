@@ -44,7 +44,10 @@ x86 = platform.machine().lower() in ("x86_64", "amd64")
 extensions = [
     Extension(
         f"rnnjax._native_{isa}",
-        sources=["csrc/native_recurrence.cc"],
+        # One source file per build: the builds compile in parallel, and from one shared source path they would
+        # write one object file, each build linking whichever compile finished last (a mislabelled library).
+        sources=[f"csrc/native_{isa}.cc"],
+        depends=["csrc/native_recurrence.cc"],
         language="c++",
         extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden", "-Wno-attributes", *flags],
         optional=True,

@@ -207,8 +207,46 @@ void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<vo
 // Forward packing of W_hh [G*H, H] or W_ih [G*H, D] (PyTorch's layout, rows of `depth` floats): a tile's column
 // g * units + lane is gate g of its unit `lane`, so a tile's GEMM reads W^T[k, gate columns of its units] as G * NV
 // consecutive vectors. Units past H are zero. The tiles are packed on the team (each writes its own slice).
+#if RNNJAX_AMX
+// AMX blocks, 32 values of k x 16 columns, are 16 lines of [16 columns][a pair of k] bfloat16: line p holds k = 2p and
+// 2p + 1 of each column. packed_words(a, b) gives the 16 pair words of the 32 consecutive k in a (k 0-15) and b
+// (k 16-31), each value rounded as round_bf16 does: the high halves of the rounded floats, in order.
+inline __m512i packed_words(vf a, vf b) {
+  const __m512i index = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                                         25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16((__m512i)round_bf16(a), index, (__m512i)round_bf16(b));
+}
+// The words of column pairs: word c = (a[c], b[c]), a and b the values of k and k + 1 for 16 columns.
+inline __m512i paired_words(vf a, vf b) {
+  const vi lo = ((vi)round_bf16(a) >> 16) & 0xffff, hi = (vi)round_bf16(b) & int32_t(0xffff0000u);
+  return (__m512i)(lo | hi);
+}
+#endif
+
 void pack_forward(ffi::ThreadPool& pool, const float* w, int64_t hidden, int64_t depth, int gates, int units,
                   Weights& out) {
+#if RNNJAX_AMX
+  if (out.amx) {  // per block, 16 columns (rows of W) of 32 values each, their 16 words scattered 64 bytes apart
+    run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
+      uint32_t* base = reinterpret_cast<uint32_t*>(out.data.data) + tile * out.per_tile;
+      const __m512i lines = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(16));
+      for (int g = 0; g < gates; ++g)
+        for (int lane0 = 0; lane0 < units; lane0 += 16)
+          for (int64_t k0 = 0; k0 < depth; k0 += 32) {
+            uint32_t* block = base + ((k0 / 32) * (out.width / 16) + (g * units + lane0) / 16) * 256;
+            const int n = static_cast<int>(depth - k0);
+            for (int c = 0; c < 16; ++c) {
+              const int64_t unit = int64_t(tile) * units + lane0 + c;
+              const float* row = unit < hidden ? w + (g * hidden + unit) * depth + k0 : nullptr;
+              const vf a = row ? loadn(row, n) : vf{}, b = row ? loadn(row + 16, n - 16) : vf{};
+              _mm512_i32scatter_epi32(block + c, lines, packed_words(a, b), 4);
+            }
+          }
+    });
+    return;
+  }
+#endif
   // Reads W row by row (a tile's writes, depth * G * units floats, stay in cache).
   run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
     for (int g = 0; g < gates; ++g)
@@ -224,6 +262,22 @@ void pack_forward(ffi::ThreadPool& pool, const float* w, int64_t hidden, int64_t
 // dh[:, units] = dgates @ W_hh[:, units] reads NV consecutive vectors per j.
 void pack_backward(ffi::ThreadPool& pool, const float* w, int64_t hidden, int gates, int units, Weights& out) {
   const int64_t rows = gates * hidden;
+#if RNNJAX_AMX
+  if (out.amx) {  // per pair of rows j, j + 1 of W and 16 units: one line of a block
+    run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
+      uint32_t* base = reinterpret_cast<uint32_t*>(out.data.data) + tile * out.per_tile;
+      for (int64_t j = 0; j < rows; j += 2)
+        for (int lane0 = 0; lane0 < units; lane0 += 16) {
+          const int64_t unit = int64_t(tile) * units + lane0;
+          const int m = static_cast<int>(std::min<int64_t>(16, hidden - unit));
+          const vf a = loadn(w + j * hidden + unit, m), b = j + 1 < rows ? loadn(w + (j + 1) * hidden + unit, m) : vf{};
+          _mm512_storeu_si512(base + ((j / 32) * (out.width / 16) + lane0 / 16) * 256 + (j % 32) / 2 * 16,
+                              paired_words(a, b));
+        }
+    });
+    return;
+  }
+#endif
   run_team(pool, 1, num_tiles(hidden, units), [&](int, int tile) {
     for (int64_t j = 0; j < rows; ++j)
       for (int lane = 0; lane < units; ++lane) {

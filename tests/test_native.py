@@ -4,6 +4,7 @@ bidirectional and stacked layers, random initial carries, odd sizes and bfloat16
 are accurate to float32 rounding; its results do not depend on the thread count; and without the extension
 `unroll` falls back to XLA with one logged line."""
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -260,6 +261,19 @@ def test_flags_and_environment_switch_the_path(key):
     assert unroll_path(cell, params, xs, backward="autodiff") == "sequential"
     assert unroll_path(cell, params, xs, remat=True) == "sequential"
     assert unroll_path(cell, params, jnp.zeros((2, 0, 3))) == "fused"  # an empty time axis stays on XLA
+
+
+def test_each_installed_build_is_compiled_for_the_isa_in_its_name():
+    # The builds compile one source side by side; sharing an object file, one once linked another's code.
+    directory, flags, checked = pathlib.Path(native.__file__).parent, native._cpu_flags(), []
+    for isa, needs in native.BUILDS:
+        for path in directory.glob(f"_native_{isa}*.so"):
+            if needs <= flags:  # only what this CPU can load
+                library = ctypes.CDLL(str(path))
+                library.RnnjaxNativeIsa.restype = ctypes.c_char_p
+                assert library.RnnjaxNativeIsa().decode() == isa, path.name
+                checked.append(isa)
+    assert native.isa() in checked
 
 
 def test_find_build_prefers_amx_then_avx512_and_says_why_not(tmp_path):
