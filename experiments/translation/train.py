@@ -82,8 +82,8 @@ class Config:
     dropout_rate: float = 0.1  # on the embeddings (and between stacked levels)
     label_smoothing: float = 0.0  # training loss only: mass spread uniformly over the target vocabulary
     sampling_probability: float = 0.0  # scheduled sampling: feed the model's own previous token with this probability
-    sampled_token: str = "sample"  # that token: "sample" (from its softmax) | "argmax" (the tutorials')
-    sampling_coin: str = "example"  # "example" (a coin per example and step) | "batch" (one per step: the tutorials')
+    sampled_token: str = "sample"  # scheduled sampling's token: "sample" (from the softmax) | "argmax" (the tutorials')
+    sampling_coin: str = "example"  # its coin: "example" (per example and step) | "batch" (per step: the tutorials')
     init: str = "default"  # "default" (each layer's, PyTorch's) | "normal" (weights N(0, 0.01), biases 0: tutorial 3)
     batch_size: int = 64  # pairs per batch (short batches are padded with empty rows)
     num_buckets: int = 2  # length buckets: at most this many compiled train shapes (each compiles for ~30 s)
