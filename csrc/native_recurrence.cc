@@ -1299,6 +1299,100 @@ ffi::Error Elementwise(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, i
   return ffi::Error::Success();
 }
 
+// ======================================== float32 weight gradient ==============================================
+// dW_1 = dgates^T inputs_1 and dW_2 = dgates^T inputs_2 in float32: [rows, G]^T [rows, K] -> [G, K], the GEMM that
+// contracts the rows of both operands, which XLA's CPU dot runs at ~53% of the FMA peak here (benchmarks/NOTES.md).
+// BLIS's loop order: per panel of kRowPanel rows (in order, so every sum adds its rows in the same order whatever
+// the thread count), the inputs' panel is packed by the team into [column block][row][kNR] (L2), then each block of
+// kMC gates packs its dgates into [8 gates][row][8] (L1/L2 per micro-panel) and runs the register kernel over the
+// column blocks: 8 gates x kNR columns of sums in registers, one broadcast per gate and row.
+constexpr int kMR = 8, kNRV = 3, kNR = kNRV * L;  // L is 16 or 8: whole micro-panels of gates per vector
+constexpr int64_t kRowPanel = 128, kMC = 64;
+
+// c[i][0..cols) (+)= sum_k a[k][i] b[k][0..cols) for i < rows_valid: a [kc][kMR], b [kc][kNR], c rows ldc apart.
+inline void gradient_micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b,
+                                  float* __restrict c, int64_t ldc, int rows_valid, int cols, bool first) {
+  vf acc[kMR][kNRV] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    vf bv[kNRV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNRV; ++v) bv[v] = load(b + k * kNR + v * L);
+#pragma GCC unroll 8
+    for (int i = 0; i < kMR; ++i) {
+      const vf ai = splat(a[k * kMR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kNRV; ++v) acc[i][v] += ai * bv[v];
+    }
+  }
+  for (int i = 0; i < rows_valid; ++i)
+    for (int v = 0; v < kNRV; ++v) {
+      const int m = cols - v * L;
+      if (m <= 0) break;
+      float* p = c + i * ldc + v * L;
+      storen(p, first ? acc[i][v] : loadn(p, m) + acc[i][v], m);
+    }
+}
+
+void weight_gradient_f32(ffi::ThreadPool& pool, const float* D, int64_t rows, int64_t G, const float* X, int64_t K,
+                         float* dW) {
+  if (G == 0 || K == 0) return;
+  if (rows == 0) {
+    std::memset(dW, 0, G * K * sizeof(float));
+    return;
+  }
+  const int64_t column_blocks = (K + kNR - 1) / kNR, panels = (rows + kRowPanel - 1) / kRowPanel;
+  const int gate_blocks = static_cast<int>((G + kMC - 1) / kMC);
+  Aligned packed_inputs(column_blocks * kRowPanel * kNR, false), packed_gates(gate_blocks * kMC * kRowPanel, false);
+  // Even iterations pack a panel of the inputs (the team's tiles share its column blocks), odd ones use it.
+  const int pack_tiles = static_cast<int>(std::min<int64_t>(column_blocks, gate_blocks));
+  run_team(pool, static_cast<int>(2 * panels), gate_blocks, [&](int n, int tile) {
+    const int64_t r0 = (n / 2) * kRowPanel, kc = std::min(kRowPanel, rows - r0);
+    if (n % 2 == 0) {
+      if (tile >= pack_tiles) return;
+      for (int64_t jb = tile; jb < column_blocks; jb += pack_tiles)
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* x = X + (r0 + k) * K + jb * kNR;
+          float* out = packed_inputs.data + (jb * kRowPanel + k) * kNR;
+          for (int v = 0; v < kNRV; ++v) store(out + v * L, loadn(x + v * L, static_cast<int>(K - jb * kNR - v * L)));
+        }
+      return;
+    }
+    // The block's dgates, [kMC / 8 micro-panels][row][8]: whole vectors of each row's kMC gates (a scalar load per
+    // gate and row stalled on memory, a fifth of the samples).
+    const int64_t g_block = int64_t(tile) * kMC, g_count = std::min<int64_t>(kMC, G - g_block);
+    float* packed = packed_gates.data + int64_t(tile) * kMC * kRowPanel;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int q = 0; q < kMC; q += L) {
+        const vf v = loadn(D + (r0 + k) * G + g_block + q, static_cast<int>(g_count - q));
+        for (int half = 0; half < L / kMR; ++half)
+          __builtin_memcpy(packed + ((q / kMR + half) * kRowPanel + k) * kMR,
+                           reinterpret_cast<const float*>(&v) + half * kMR, kMR * sizeof(float));
+      }
+    // Per column block, its inputs' micro-panel (kRowPanel x kNR floats, 24 KiB) stays in L1 while the block's
+    // gate micro-panels go by.
+    for (int64_t jb = 0; jb < column_blocks; ++jb)
+      for (int64_t g0 = g_block; g0 < g_block + g_count; g0 += kMR) {
+        const float* gates = packed + (g0 - g_block) / kMR * kRowPanel * kMR;
+        gradient_micro_kernel(kc, gates, packed_inputs.data + jb * kRowPanel * kNR, dW + g0 * K + jb * kNR, K,
+                              static_cast<int>(std::min<int64_t>(kMR, G - g0)),
+                              static_cast<int>(std::min<int64_t>(kNR, K - jb * kNR)), r0 == 0);
+      }
+  });
+}
+
+ffi::Error WeightGradientF32(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs_1,
+                             ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
+                             ffi::ResultBuffer<ffi::F32> out_2) {
+  auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
+  if (gate_dims.size() != 2 || dims_1.size() != 2 || dims_2.size() != 2 || gate_dims[0] != dims_1[0] ||
+      gate_dims[0] != dims_2[0])
+    return shape_error("weight gradient: dgates [rows, G] and the inputs [rows, K] must share their rows");
+  const int64_t rows = gate_dims[0], G = gate_dims[1];
+  weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_1.typed_data(), dims_1[1], out_1->typed_data());
+  weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_2.typed_data(), dims_2[1], out_2->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // The exported symbols (setup.py builds with -fvisibility=hidden): the handlers rnnjax/native.py registers.
@@ -1318,6 +1412,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradient, WeightGradient,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 #endif
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradientF32, WeightGradientF32,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                               ffi::Ffi::Bind()

@@ -50,6 +50,7 @@ TARGETS = {
     "rnnjax_rnn_forward": "RnnjaxRnnForward",
     "rnnjax_rnn_backward": "RnnjaxRnnBackward",
     "rnnjax_elementwise": "RnnjaxElementwise",
+    "rnnjax_weight_gradient_f32": "RnnjaxWeightGradientF32",
 }
 # Targets only the AMX build exports: dW = dgates^T inputs on AMX tiles, for bfloat16 GEMM operands.
 AMX_TARGETS = {"rnnjax_weight_gradient": "RnnjaxWeightGradient"}
