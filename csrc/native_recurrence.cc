@@ -1164,14 +1164,21 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
 //   per group over all the inputs, as this was first written, read the packed inputs G / 128 times: 630 MB at
 //   (6400 rows, 4096 gates, 1536 inputs), a memory-bound 0.68 TFLOP/s.
 // Each block sums its rows in the same order whichever thread runs it.
+// Both weight-gradient calls (AMX and float32) take dgates [rows, G] and two inputs [rows, K1], [rows, K2].
+ffi::Error weight_gradient_shapes(ffi::Span<const int64_t> gates, ffi::Span<const int64_t> inputs_1,
+                                  ffi::Span<const int64_t> inputs_2) {
+  if (gates.size() != 2 || inputs_1.size() != 2 || inputs_2.size() != 2 || gates[0] != inputs_1[0] ||
+      gates[0] != inputs_2[0])
+    return shape_error("weight gradient: dgates [rows, G] and the inputs [rows, K] must share their rows");
+  return ffi::Error::Success();
+}
+
 #if RNNJAX_AMX
 ffi::Error WeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates, ffi::Buffer<ffi::F32> inputs_1,
                           ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
                           ffi::ResultBuffer<ffi::F32> out_2) {
   auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
-  if (gate_dims.size() != 2 || dims_1.size() != 2 || dims_2.size() != 2 || gate_dims[0] != dims_1[0] ||
-      gate_dims[0] != dims_2[0])
-    return shape_error("weight gradient: dgates [rows, G] and the inputs [rows, K] must share their rows");
+  if (ffi::Error error = weight_gradient_shapes(gate_dims, dims_1, dims_2); error.failure()) return error;
   // Called where uses_amx() was true when the graph was traced; the tile state, once granted, stays granted.
   if (!amx_permitted()) return shape_error("weight gradient: Linux refused the AMX tile state");
   const int64_t rows = gate_dims[0], G = gate_dims[1], K1 = dims_1[1], K2 = dims_2[1];
@@ -1384,9 +1391,7 @@ ffi::Error WeightGradientF32(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates,
                              ffi::Buffer<ffi::F32> inputs_2, ffi::ResultBuffer<ffi::F32> out_1,
                              ffi::ResultBuffer<ffi::F32> out_2) {
   auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
-  if (gate_dims.size() != 2 || dims_1.size() != 2 || dims_2.size() != 2 || gate_dims[0] != dims_1[0] ||
-      gate_dims[0] != dims_2[0])
-    return shape_error("weight gradient: dgates [rows, G] and the inputs [rows, K] must share their rows");
+  if (ffi::Error error = weight_gradient_shapes(gate_dims, dims_1, dims_2); error.failure()) return error;
   const int64_t rows = gate_dims[0], G = gate_dims[1];
   weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_1.typed_data(), dims_1[1], out_1->typed_data());
   weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_2.typed_data(), dims_2[1], out_2->typed_data());
@@ -1402,25 +1407,24 @@ extern "C" const char* RnnjaxNativeIsa() { return RNNJAX_ISA; }
 // Whether bfloat16 GEMM operands run on AMX tiles now (the AMX build, Linux's permission, RNNJAX_NATIVE_AMX).
 extern "C" int RnnjaxNativeUsesAmx() { return use_amx(true) ? 1 : 0; }
 
+// The two weight-gradient handlers' shared signature: (dgates, inputs_1, inputs_2) -> (dW_1, dW_2).
+static auto weight_gradient_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
+
 #if RNNJAX_AMX
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradient, WeightGradient,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              weight_gradient_binding());
 #endif
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxWeightGradientF32, WeightGradientF32,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              weight_gradient_binding());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnjaxLstmForward, LstmForward,
                               ffi::Ffi::Bind()
