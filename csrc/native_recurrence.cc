@@ -184,12 +184,16 @@ inline int num_tiles(int64_t hidden, int units) { return static_cast<int>((hidde
 // [16 pairs of k][16 columns][2], k past the depth zero.
 struct Weights {
   bool bf16, amx;
+  int tiles;
   int64_t width, per_tile;  // columns per tile (C * L); floats per tile
   Aligned data;
   Weights(int tiles, int64_t depth, int vectors, bool bf16, bool amx)
-      : bf16(bf16), amx(amx), width(int64_t(vectors) * L),
+      : bf16(bf16), amx(amx), tiles(tiles), width(int64_t(vectors) * L),
         per_tile(amx ? (depth + 31) / 32 * 32 * width / 2 : depth * width), data(tiles * per_tile) {}
   const float* f32(int tile) const { return data.data + tile * per_tile; }
+  // The float32 weights of tile + 1, which a thread's run of tiles takes after `tile` (tile_gemm reads ahead into
+  // them); nullptr after the last tile.
+  const float* next(int tile) const { return tile + 1 < tiles ? f32(tile + 1) : nullptr; }
   const uint16_t* b16(int tile) const { return reinterpret_cast<const uint16_t*>(data.data) + 2 * tile * per_tile; }
   void put(int tile, int64_t k, int64_t column, float value) {
     if (!amx) {
@@ -465,8 +469,12 @@ inline bool use_amx(bool) { return false; }
 // the partial sums wait in `scratch` [batch][C * L] between panels. The LSTM forward passes the step's inputs as
 // `first` (x_t W_ih^T, so the input projection runs inside the loop) and h as `second`; the other loops pass h
 // only. Segments with bfloat16 rows (a16) go to the AMX kernel.
+// With `read_ahead` (a thread's weights outgrow L2, see reads_ahead), each panel's first row block no longer
+// waits on L3: every row block asks for its share of the next panel's lines into L2, and in the last panel for the
+// first panel of `next`, the weights of the tile this thread most likely takes next (nullptr: none).
 template <int RMAX, int C, class Finish>
-inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scratch, bool compute, Finish&& finish) {
+inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scratch, bool read_ahead,
+                      const float* next, bool compute, Finish&& finish) {
 #if RNNJAX_AMX
   if (second.a16 != nullptr) return tile_gemm_amx<C>(first, second, batch, compute, finish);
 #endif
@@ -474,14 +482,27 @@ inline void tile_gemm(Segment first, Segment second, int64_t batch, float* scrat
   const int64_t first_panels = compute ? (first.depth + kPanel - 1) / kPanel : 0;
   const int64_t second_panels = compute ? (second.depth + kPanel - 1) / kPanel : 0;
   const int64_t panels = std::max<int64_t>(1, first_panels + second_panels);
-  for (int64_t p = 0; p < panels; ++p) {
+  const int64_t blocks = (batch + RMAX - 1) / RMAX;
+  // Panel p: the segment it lies in and its depths [k0, k1).
+  auto panel = [&](int64_t p, int64_t* k0, int64_t* k1) -> const Segment& {
     const bool in_first = p < first_panels;
     const Segment& segment = in_first ? first : second;
-    const int64_t k0 = (in_first ? p : p - first_panels) * kPanel;
-    const int64_t k1 = first_panels + second_panels > 0 ? std::min(segment.depth, k0 + kPanel) : 0;
+    *k0 = (in_first ? p : p - first_panels) * kPanel;
+    *k1 = first_panels + second_panels > 0 ? std::min(segment.depth, *k0 + kPanel) : 0;
+    return segment;
+  };
+  for (int64_t p = 0; p < panels; ++p) {
+    int64_t k0, k1, ahead_k0 = 0, ahead_k1 = kPanel;
+    const Segment& segment = panel(p, &k0, &k1);
+    const float* ahead = !read_ahead ? nullptr : p + 1 < panels ? panel(p + 1, &ahead_k0, &ahead_k1).w : next;
+    const int64_t ahead_lines = ahead ? (ahead_k1 - ahead_k0) * C * L * 4 / 64 : 0;
+    const int64_t share = (ahead_lines + blocks - 1) / blocks;
+    const char* ahead_bytes = reinterpret_cast<const char*>(ahead + ahead_k0 * C * L);
     const bool last = p == panels - 1;
     for_row_blocks<RMAX>(batch, [&](int b0, auto rows) {
       constexpr int R = decltype(rows)::value;
+      for (int64_t line = b0 / RMAX * share, end = std::min(ahead_lines, line + share); line < end; ++line)
+        __builtin_prefetch(ahead_bytes + line * 64, 0, 2);
       vf acc[R][C];
       float* partial = scratch + int64_t(b0) * C * L;
       gemm_panel<R, C>(segment.a + b0 * segment.lda, segment.lda, segment.w, k0, k1, p > 0 ? partial : nullptr,
@@ -590,6 +611,14 @@ int team_size(ffi::ThreadPool& pool, int tiles) {
   return static_cast<int>(std::clamp<int64_t>(threads, 1, std::min(tiles, kMaxSlots)));
 }
 
+// Whether tile_gemm should read the weights ahead: when a thread's share of them (`floats` in all) outgrows about
+// half of L2, with room left for the rows and partial sums. Below that they stay in L2 from step to step, and the
+// prefetches cost 5% at (16,400,64,128) and (32,100,128,256); above it they gained 3-7% (benchmarks/NOTES.md).
+constexpr int64_t kReadAheadBytes = 4 << 20;
+bool reads_ahead(ffi::ThreadPool& pool, int tiles, int64_t floats) {
+  return floats * int64_t(sizeof(float)) / team_size(pool, tiles) > kReadAheadBytes;
+}
+
 // Runs work(iteration, tile) for iteration 0..iterations-1 in order, the tiles of one iteration on the team.
 void run_team(ffi::ThreadPool& pool, int iterations, int tiles, std::function<void(int, int)> work) {
   if (iterations <= 0 || tiles <= 0) return;
@@ -671,6 +700,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, H, 4 * NV, bf16, amx), packed_ih(tiles, D, 4 * NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * (packed.per_tile + packed_ih.per_tile));
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * 4 * NV * L);
   pack_forward(pool, weight_hh.typed_data(), H, H, 4, TU, packed);
@@ -710,7 +740,8 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
       inputs.a16 += x_row(t, 0) * x_rows.stride;
     }
     tile_gemm<kRowsForward4, 4 * NV>(inputs, operand.segment(n % 2, packed, tile, H), B,
-                                     sc + int64_t(tile) * B * 4 * NV * L, true, [&](int b0, int rows, auto acc) {
+                                     sc + int64_t(tile) * B * 4 * NV * L, read_ahead, packed_ih.next(tile), true,
+                                     [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
@@ -782,6 +813,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, GH, NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * packed.per_tile);
   Operands operand(B, GH, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
   pack_backward(pool, weight_hh.typed_data(), H, 4, TU, packed);
@@ -798,7 +830,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, f
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
     const int64_t u0 = int64_t(tile) * TU;
     tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, GH), B,
-                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
+                                 sc + int64_t(tile) * B * NV * L, read_ahead, packed.next(tile), n > 0,
+                                 [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
@@ -872,6 +905,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, H, 3 * NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * packed.per_tile);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * 3 * NV * L);
   pack_forward(pool, weight_hh.typed_data(), H, H, 3, TU, packed);
@@ -886,7 +920,8 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
     const int64_t t = step_at(n, T, reverse), t_next = n + 1 < T ? step_at(n + 1, T, reverse) : -1;
     const int64_t u0 = int64_t(tile) * TU;
     tile_gemm<kRowsForward3, 3 * NV>(Segment{}, operand.segment(n % 2, packed, tile, H), B,
-                                     sc + int64_t(tile) * B * 3 * NV * L, true, [&](int b0, int rows, auto acc) {
+                                     sc + int64_t(tile) * B * 3 * NV * L, read_ahead, packed.next(tile), true,
+                                     [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
@@ -949,6 +984,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, GH, NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * packed.per_tile);
   Operands operand(B, GH, bf16, amx);
   Aligned held(B * H), scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
   pack_backward(pool, weight_hh.typed_data(), H, 3, TU, packed);
@@ -963,7 +999,8 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
     const int64_t u0 = int64_t(tile) * TU;
     tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, GH), B,
-                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
+                                 sc + int64_t(tile) * B * NV * L, read_ahead, packed.next(tile), n > 0,
+                                 [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
@@ -1037,6 +1074,7 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, H, NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * packed.per_tile);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
   pack_forward(pool, weight_hh.typed_data(), H, H, 1, TU, packed);
@@ -1050,7 +1088,8 @@ ffi::Error RnnForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected, ffi
     const int64_t t = step_at(n, T, reverse), t_next = n + 1 < T ? step_at(n + 1, T, reverse) : -1;
     const int64_t u0 = int64_t(tile) * TU;
     tile_gemm<kRowsForward1, NV>(Segment{}, operand.segment(n % 2, packed, tile, H), B,
-                                 sc + int64_t(tile) * B * NV * L, true, [&](int b0, int rows, auto acc) {
+                                 sc + int64_t(tile) * B * NV * L, read_ahead, packed.next(tile), true,
+                                 [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r, row = t * B + b, io = seq.row(t, b);
@@ -1101,6 +1140,7 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
   const int tiles = num_tiles(H, TU);
   const bool amx = use_amx(bf16);
   Weights packed(tiles, H, NV, bf16, amx);
+  const bool read_ahead = reads_ahead(pool, tiles, tiles * packed.per_tile);
   Operands operand(B, H, bf16, amx);
   Aligned scratch(amx ? 0 : int64_t(tiles) * B * NV * L);
   pack_backward(pool, weight_hh.typed_data(), H, 1, TU, packed);
@@ -1114,7 +1154,8 @@ ffi::Error RnnBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> weight_hh, ff
     const int64_t t_before = n > 0 ? step_at(n - 1, T, !reverse) : -1;
     const int64_t u0 = int64_t(tile) * TU;
     tile_gemm<kRowsBackward, NV>(Segment{}, operand.segment((n + 1) % 2, packed, tile, H), B,
-                                 sc + int64_t(tile) * B * NV * L, n > 0, [&](int b0, int rows, auto acc) {
+                                 sc + int64_t(tile) * B * NV * L, read_ahead, packed.next(tile), n > 0,
+                                 [&](int b0, int rows, auto acc) {
 #pragma GCC unroll 1  // the gate math per row is not unrolled: code size (compile time) over nothing measurable
       for (int r = 0; r < rows; ++r) {
         const int64_t b = b0 + r;
@@ -1320,6 +1361,11 @@ constexpr int64_t kRowPanel = 128, kMC = 64;
 inline void gradient_micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b,
                                   float* __restrict c, int64_t ldc, int rows_valid, int cols, bool first) {
   vf acc[kMR][kNRV] = {};
+  // The tile's sums from the earlier row panels: asked for now, they arrive from L2/L3 while the loop runs (the
+  // tiles of a gate block outgrow L2 at H >= 512, and the loads at the end stalled; 2-6% of the kernel's time).
+  if (!first)
+    for (int i = 0; i < rows_valid; ++i)
+      for (int v = 0; v < kNRV; ++v) __builtin_prefetch(c + i * ldc + v * L, 1, 3);
   for (int64_t k = 0; k < kc; ++k) {
     vf bv[kNRV];
 #pragma GCC unroll 4
@@ -1340,28 +1386,50 @@ inline void gradient_micro_kernel(int64_t kc, const float* __restrict a, const f
     }
 }
 
-void weight_gradient_f32(ffi::ThreadPool& pool, const float* D, int64_t rows, int64_t G, const float* X, int64_t K,
-                         float* dW) {
-  if (G == 0 || K == 0) return;
+// One input of the weight gradient: X [rows, K] and its dW [G, K].
+struct GradientInput {
+  const float* x;
+  int64_t K;
+  float* dW;
+  int64_t column_blocks() const { return (K + kNR - 1) / kNR; }
+};
+
+// dW_i = D^T X_i for both inputs in one pass over the rows: each panel of the gate gradients (D, tens of MB,
+// written by the backward loop with streaming stores, so read from memory) is packed once for both, where a call
+// per input read D twice. Each block also asks for its next panel's rows of D while it computes (a seventh of the
+// float32 training step's samples at (32,100,128,256) sat in the packing, on those reads).
+void weight_gradient_f32(ffi::ThreadPool& pool, const float* D, int64_t rows, int64_t G, const GradientInput (&in)[2]) {
+  if (G == 0) return;
   if (rows == 0) {
-    std::memset(dW, 0, G * K * sizeof(float));
+    for (const GradientInput& input : in) std::memset(input.dW, 0, G * input.K * sizeof(float));
     return;
   }
-  const int64_t column_blocks = (K + kNR - 1) / kNR, panels = (rows + kRowPanel - 1) / kRowPanel;
+  const int64_t blocks_1 = in[0].column_blocks(), column_blocks = blocks_1 + in[1].column_blocks();
+  if (column_blocks == 0) return;
+  const int64_t panels = (rows + kRowPanel - 1) / kRowPanel;
   const int gate_blocks = static_cast<int>((G + kMC - 1) / kMC);
+  // The panel's packed inputs, [column block (of input 1, then of input 2)][row][kNR].
   Aligned packed_inputs(column_blocks * kRowPanel * kNR, false), packed_gates(gate_blocks * kMC * kRowPanel, false);
+  auto block_of = [&](int64_t jb, const GradientInput** input) {
+    *input = jb < blocks_1 ? &in[0] : &in[1];
+    return jb < blocks_1 ? jb : jb - blocks_1;
+  };
   // Even iterations pack a panel of the inputs (the team's tiles share its column blocks), odd ones use it.
   const int pack_tiles = static_cast<int>(std::min<int64_t>(column_blocks, gate_blocks));
   run_team(pool, static_cast<int>(2 * panels), gate_blocks, [&](int n, int tile) {
     const int64_t r0 = (n / 2) * kRowPanel, kc = std::min(kRowPanel, rows - r0);
     if (n % 2 == 0) {
       if (tile >= pack_tiles) return;
-      for (int64_t jb = tile; jb < column_blocks; jb += pack_tiles)
+      for (int64_t jb = tile; jb < column_blocks; jb += pack_tiles) {
+        const GradientInput* input;
+        const int64_t j = block_of(jb, &input);
         for (int64_t k = 0; k < kc; ++k) {
-          const float* x = X + (r0 + k) * K + jb * kNR;
+          const float* x = input->x + (r0 + k) * input->K + j * kNR;
           float* out = packed_inputs.data + (jb * kRowPanel + k) * kNR;
-          for (int v = 0; v < kNRV; ++v) store(out + v * L, loadn(x + v * L, static_cast<int>(K - jb * kNR - v * L)));
+          for (int v = 0; v < kNRV; ++v)
+            store(out + v * L, loadn(x + v * L, static_cast<int>(input->K - j * kNR - v * L)));
         }
+      }
       return;
     }
     // The block's dgates, [kMC / 8 micro-panels][row][8]: whole vectors of each row's kMC gates (a scalar load per
@@ -1375,15 +1443,24 @@ void weight_gradient_f32(ffi::ThreadPool& pool, const float* D, int64_t rows, in
           __builtin_memcpy(packed + ((q / kMR + half) * kRowPanel + k) * kMR,
                            reinterpret_cast<const float*>(&v) + half * kMR, kMR * sizeof(float));
       }
+    // The next panel's rows of the block's dgates, a share per column block, into L2.
+    const int64_t next_rows = std::max<int64_t>(0, std::min(kRowPanel, rows - r0 - kRowPanel));
+    const int64_t row_lines = (g_count * 4 + 63) / 64;  // 64-byte lines of 16 floats
+    const int64_t share = (next_rows * row_lines + column_blocks - 1) / column_blocks;
     // Per column block, its inputs' micro-panel (kRowPanel x kNR floats, 24 KiB) stays in L1 while the block's
     // gate micro-panels go by.
-    for (int64_t jb = 0; jb < column_blocks; ++jb)
+    for (int64_t jb = 0; jb < column_blocks; ++jb) {
+      for (int64_t line = jb * share, end = std::min(next_rows * row_lines, line + share); line < end; ++line)
+        __builtin_prefetch(D + (r0 + kRowPanel + line / row_lines) * G + g_block + line % row_lines * 16, 0, 2);
+      const GradientInput* input;
+      const int64_t j = block_of(jb, &input);
       for (int64_t g0 = g_block; g0 < g_block + g_count; g0 += kMR) {
         const float* gates = packed + (g0 - g_block) / kMR * kRowPanel * kMR;
-        gradient_micro_kernel(kc, gates, packed_inputs.data + jb * kRowPanel * kNR, dW + g0 * K + jb * kNR, K,
-                              static_cast<int>(std::min<int64_t>(kMR, G - g0)),
-                              static_cast<int>(std::min<int64_t>(kNR, K - jb * kNR)), r0 == 0);
+        gradient_micro_kernel(kc, gates, packed_inputs.data + jb * kRowPanel * kNR, input->dW + g0 * input->K + j * kNR,
+                              input->K, static_cast<int>(std::min<int64_t>(kMR, G - g0)),
+                              static_cast<int>(std::min<int64_t>(kNR, input->K - j * kNR)), r0 == 0);
       }
+    }
   });
 }
 
@@ -1393,8 +1470,9 @@ ffi::Error WeightGradientF32(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dgates,
   auto gate_dims = dgates.dimensions(), dims_1 = inputs_1.dimensions(), dims_2 = inputs_2.dimensions();
   if (ffi::Error error = weight_gradient_shapes(gate_dims, dims_1, dims_2); error.failure()) return error;
   const int64_t rows = gate_dims[0], G = gate_dims[1];
-  weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_1.typed_data(), dims_1[1], out_1->typed_data());
-  weight_gradient_f32(pool, dgates.typed_data(), rows, G, inputs_2.typed_data(), dims_2[1], out_2->typed_data());
+  weight_gradient_f32(pool, dgates.typed_data(), rows, G,
+                      {{inputs_1.typed_data(), dims_1[1], out_1->typed_data()},
+                       {inputs_2.typed_data(), dims_2[1], out_2->typed_data()}});
   return ffi::Error::Success();
 }
 

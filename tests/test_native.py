@@ -188,8 +188,8 @@ amx_only = pytest.mark.skipif(not native.uses_amx(), reason="bfloat16 runs on AM
 @pytest.mark.parametrize("rows, gates, width", [(1, 3, 1), (37, 50, 19), (300, 130, 100), (513, 17, 49)])
 def test_the_float32_weight_gradient_is_the_float64_product(rows, gates, width):
     """[dW_1 | dW_2] = dgates^T [inputs_1 | inputs_2] in float32 on the FMA kernel, at sizes that leave partial
-    panels of rows (256), blocks of gates (8 and 64) and blocks of columns (48 with AVX-512, 24 with AVX2), and an
-    empty second input."""
+    panels of rows (128), blocks of gates (8 and 64) and blocks of columns (48 with AVX-512, 24 with AVX2). One pass
+    serves both inputs: each equals its product alone, also when the other is empty."""
     rng = np.random.default_rng(rows)
     dgates = rng.standard_normal((rows, gates), dtype=np.float32)
     inputs = rng.standard_normal((rows, width), dtype=np.float32)
@@ -203,6 +203,10 @@ def test_the_float32_weight_gradient_is_the_float64_product(rows, gates, width):
     alone, empty = _weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs), jnp.zeros((rows, 0)),
                                     "rnnjax_weight_gradient_f32")
     np.testing.assert_array_equal(alone, got[0])
+    assert empty.shape == (gates, 0)
+    empty, alone = _weight_gradient(jnp.asarray(dgates), jnp.zeros((rows, 0)), jnp.asarray(second),
+                                    "rnnjax_weight_gradient_f32")
+    np.testing.assert_array_equal(alone, got[1])
     assert empty.shape == (gates, 0)
     none, _ = _weight_gradient(jnp.zeros((0, gates)), jnp.zeros((0, width)), jnp.zeros((0, 1)),
                                "rnnjax_weight_gradient_f32")
@@ -230,6 +234,10 @@ def test_the_amx_weight_gradient_is_the_bf16_gemm(rows, gates, width):
         np.testing.assert_array_less(np.abs(np.asarray(result) - exact), 4e-7 * scale + 1e-30)
     alone, empty = _weight_gradient(jnp.asarray(dgates), jnp.asarray(inputs), jnp.zeros((rows, 0)))
     np.testing.assert_array_equal(alone, got[0])
+    assert empty.shape == (gates, 0)
+    empty, alone = _weight_gradient(jnp.asarray(dgates), jnp.zeros((rows, 0)), jnp.asarray(second),
+                                    "rnnjax_weight_gradient_f32")
+    np.testing.assert_array_equal(alone, got[1])
     assert empty.shape == (gates, 0)
 
 
