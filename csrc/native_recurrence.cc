@@ -611,9 +611,10 @@ int team_size(ffi::ThreadPool& pool, int tiles) {
   return static_cast<int>(std::clamp<int64_t>(threads, 1, std::min(tiles, kMaxSlots)));
 }
 
-// Whether tile_gemm should read the weights ahead: when a thread's share of them (`floats` in all) outgrows about
-// half of L2, with room left for the rows and partial sums. Below that they stay in L2 from step to step, and the
-// prefetches cost 5% at (16,400,64,128) and (32,100,128,256); above it they gained 3-7% (benchmarks/NOTES.md).
+// Whether tile_gemm should read the weights ahead: when a thread's share of them (`floats` in all) passes 4 MiB,
+// twice a Sapphire Rapids core's L2. Where they fit in L2 the prefetches cost 5% at (16,400,64,128) and
+// (32,100,128,256); at 3 MB per thread ((64,100,256,512)) they were a wash; at 12.6 MB ((128,50,512,1024)) they
+// gained 6% on the LSTM's forward loop (benchmarks/NOTES.md, session 13).
 constexpr int64_t kReadAheadBytes = 4 << 20;
 bool reads_ahead(ffi::ThreadPool& pool, int tiles, int64_t floats) {
   return floats * int64_t(sizeof(float)) / team_size(pool, tiles) > kReadAheadBytes;
