@@ -1397,8 +1397,8 @@ struct GradientInput {
 
 // dW_i = D^T X_i for both inputs in one pass over the rows: each panel of the gate gradients (D, tens of MB,
 // written by the backward loop with streaming stores, so read from memory) is packed once for both, where a call
-// per input read D twice. Each block also asks for its next panel's rows of D while it computes (a seventh of the
-// float32 training step's samples at (32,100,128,256) sat in the packing, on those reads).
+// per input read D twice. Each block also asks for its next panel's rows of D while it computes (the packing that
+// reads them held 7% of the float32 LSTM training step's samples at (32,100,128,256)).
 void weight_gradient_f32(ffi::ThreadPool& pool, const float* D, int64_t rows, int64_t G, const GradientInput (&in)[2]) {
   if (G == 0) return;
   if (rows == 0) {
