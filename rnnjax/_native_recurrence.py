@@ -176,8 +176,8 @@ _layer.defvjp(lambda *args: _layer_forward(*args), _layer_backward)
 
 
 def _weight_gradient(dgates, inputs_1, inputs_2, target="rnnjax_weight_gradient"):
-    """`(dgates^T inputs_1, dgates^T inputs_2)`: `[rows, G]^T [rows, K] -> [G, K]`, float32 sums. `target`
-    "rnnjax_weight_gradient": bfloat16 operands on AMX tiles, the gate gradients read and packed once for both;
+    """`(dgates^T inputs_1, dgates^T inputs_2)`: `[rows, G]^T [rows, K] -> [G, K]`, float32 sums, the gate
+    gradients read and packed once for both. `target` "rnnjax_weight_gradient": bfloat16 operands on AMX tiles;
     "rnnjax_weight_gradient_f32": float32 operands on the FMA kernel."""
     shapes = [(dgates.shape[1], inputs_1.shape[1]), (dgates.shape[1], inputs_2.shape[1])]
     return _call(target, shapes, dgates, inputs_1, inputs_2)
