@@ -16,10 +16,11 @@ from rnnjax.train.step import create_train_state
 from rnnjax.train.step import make_train_step
 from rnnjax.train.step import train_step_fn
 
-# The loop: epochs, logging, plots, checkpoints, resume.
+# The loop: epochs, logging, plots, checkpoints, resume, the best epoch's params.
 from rnnjax.train.loop import NonFiniteError
 from rnnjax.train.loop import TrainerConfig
 from rnnjax.train.loop import fit
+from rnnjax.train.loop import load_best
 
 # The run directory's files: written atomically (RunFileWriteError names a failed one); a previous run is never
 # replaced silently (PreviousRunError).
@@ -63,6 +64,7 @@ __all__ = [
     "data_mesh",
     "fit",
     "global_norm",
+    "load_best",
     "load_checkpoint",
     "make_optimizer",
     "make_schedule",

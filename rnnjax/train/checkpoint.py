@@ -239,9 +239,14 @@ class CheckpointDirectory:
 
     def delete_all(self) -> None:
         """Deletes every checkpoint in the directory (a fresh run replacing a previous one)."""
-        for step in self.steps():
-            shutil.rmtree(self._rename_aside(checkpoint_path(self.directory, step), "deleting", step))
-        if self.directory.is_dir():
+        self.delete_after(-1)
+
+    def delete_after(self, step: int) -> None:
+        """Deletes the checkpoints of steps after `step` (what a killed run saved past the point it resumes from)."""
+        newer = [later for later in self.steps() if later > step]
+        for later in newer:
+            shutil.rmtree(self._rename_aside(checkpoint_path(self.directory, later), "deleting", later))
+        if newer:
             _fsync_directory(self.directory)
         self._reload()
 

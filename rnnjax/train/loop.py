@@ -2,12 +2,16 @@
 kill, resume, a progress bar, and a run directory people can read.
 
 The run directory holds `config.json`, `metrics.jsonl`, `summary.json`, `plots/` (`rnnjax.train.run_files`) and
-`checkpoints/`, the last `keep_checkpoints` checkpoints (`rnnjax.train.checkpoint`, on orbax-checkpoint).
+`checkpoints/`, the last `keep_checkpoints` checkpoints (`rnnjax.train.checkpoint`, on orbax-checkpoint). With
+`TrainerConfig.best_metric`, `best/` holds the params of the epoch whose `evaluate` metric was best so far, as
+Keras' `ModelCheckpoint(save_best_only=True)` keeps them (`load_best` reads them back).
 
 The data enters as `train_batches(epoch) -> iterable of batches`, which must give the same batches for the same
 epoch (shuffle with a seed derived from the epoch): resume skips the batches already consumed in the interrupted
 epoch, and the checkpoint records the position (epoch, batch index). The RNG key, optimizer state and
 truncated-BPTT carry live in the `TrainState`, so a resumed run reproduces the uninterrupted one bit for bit on CPU.
+The best epoch so far is recorded in every checkpoint too, so a resumed run picks the same best epoch as the
+uninterrupted one, not the best of the epochs it trained itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable, Iterable
@@ -22,10 +27,14 @@ from typing import Any, Callable, Iterable
 import jax
 
 from rnnjax import _checks
-from rnnjax.train.checkpoint import CheckpointDirectory
+from rnnjax.train.checkpoint import CheckpointDirectory, CheckpointError
 from rnnjax.train.run_files import PreviousRunError, RunFiles, is_writer, previous_run
 from rnnjax.train.step import TrainState, accumulate_metrics, distinct_buffers, summarize_metrics, zeros_like_metrics
 from rnnjax.train.writers import CSVWriter, TensorBoardWriter
+
+
+BEST_DIRECTORY = "best"  # under run_dir: the best epoch's params (TrainerConfig.best_metric)
+BEST_MODES = ("min", "max")
 
 
 class NonFiniteError(RuntimeError):
@@ -45,12 +54,19 @@ class TrainerConfig:
     tensorboard: bool = False  # also write TensorBoard event files to run_dir/tensorboard (needs tensorboardX)
     csv: bool = False  # also write run_dir/metrics.csv (train) and metrics.valid.csv
     perplexity: bool = False  # also log exp(token loss) and token loss / ln 2 (bits per token): cross-entropy losses
+    best_metric: str | None = None  # a metric of fit's `evaluate`: the params of its best epoch go to run_dir/best
+    best_mode: str = "min"  # best_metric's best is its "min" (a loss, a perplexity) or its "max" (accuracy, BLEU)
 
     def __post_init__(self):
         if not isinstance(self.run_dir, (str, pathlib.Path)) or not str(self.run_dir):
             raise ValueError(f"run_dir must be a non-empty path, got {self.run_dir!r}")
         for name in ("num_epochs", "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
             _checks.check_positive_int(name, getattr(self, name))
+        if self.best_metric is not None and (not isinstance(self.best_metric, str) or not self.best_metric):
+            raise ValueError(f"best_metric must be the name of a metric evaluate returns, or None; got "
+                             f"{self.best_metric!r}")
+        if self.best_mode not in BEST_MODES:
+            raise ValueError(f"best_mode must be one of {BEST_MODES}, got {self.best_mode!r}")
 
 
 def _check_batch(batch) -> None:
@@ -100,7 +116,10 @@ def fit(
       train_step: the pure step `(state, batch) -> (state, metrics)` (`rnnjax.train.train_step_fn`); jitted here
         together with the metric accumulation, state and sums donated.
       train_batches: `epoch -> iterable of batches`, deterministic per epoch.
-      evaluate: `params -> dict of metrics`, run after every epoch (logged with `"split": "valid"`).
+      evaluate: `params -> dict of metrics`, run after every epoch (logged with `"split": "valid"`). With
+        `config.best_metric`, the epoch whose metric of that name is best so far (strictly better than every earlier
+        epoch's; NaN never is) has its params saved to `run_dir/best` (`load_best` reads them), its console line
+        says "(best)", and every checkpoint records it; the summary's "best" gives its epoch, step and value.
       initial_carry: `() -> carry`; the truncated-BPTT carry is reset to it at the start of every epoch.
       run_config: the experiment's own config, written to config.json and stored in every checkpoint.
       tokens_per_batch: for the tokens/s figure (default: not reported).
@@ -117,11 +136,21 @@ def fit(
         `metrics.jsonl` gets, besides the ones `config.tensorboard` and `config.csv` add; closed at the end.
     """
     run_dir = pathlib.Path(config.run_dir)
+    if config.best_metric is not None and evaluate is None:
+        raise ValueError(f"best_metric={config.best_metric!r} names a metric of evaluate, but fit was given no "
+                         f"evaluate")
     # absolute: orbax refuses relative checkpoint paths, and run_dir is usually given relative (runs/lm)
     manager = CheckpointDirectory((run_dir / "checkpoints").absolute(), keep=config.keep_checkpoints)
+    # Two kept: a run killed after saving a new best but before its next checkpoint resumes from a checkpoint that
+    # records the best before it, whose params must still be there.
+    best = None
+    if config.best_metric is not None:
+        best = _BestDirectory(CheckpointDirectory((run_dir / BEST_DIRECTORY).absolute(), keep=2),
+                              f"{config.best_mode} {config.best_metric}")
     say = (lambda text: None) if config.quiet else print
     # Decided before anything is written (config.json included), so a refused call leaves the directory as it was.
-    state, (start_epoch, start_batch) = _restore_or_start(RunFiles(run_dir), manager, state, resume, overwrite, say)
+    state, (start_epoch, start_batch), best_so_far = _restore_or_start(RunFiles(run_dir), manager, best, state,
+                                                                       resume, overwrite, say)
     writers = tuple(writers)
     if config.tensorboard and is_writer():
         writers += (TensorBoardWriter(run_dir / "tensorboard"),)
@@ -133,6 +162,7 @@ def fit(
                                                             for k, v in dataclasses.asdict(config).items()}}
         run.write_config(full_config)
         epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
+        epochs.best_directory, epochs.best = best and best.directory, best_so_far
         started = time.perf_counter()
         with _progress_bar(config, epochs.host_step, steps_per_epoch) as epochs.progress:
             for epoch in range(start_epoch, config.num_epochs):
@@ -154,24 +184,29 @@ def fit(
             "train": epochs.last_logged,
             "valid": epochs.last_valid,
         }
+        if config.best_metric is not None:
+            summary["best"] = epochs.best
         run.write_summary(summary)
         if config.plots:
             run.plot()
         return state, summary
 
 
-def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainState, resume: bool,
-                      overwrite: bool, say):
-    """`(state, (epoch, batch_index))` to start from: the newest valid checkpoint's when resuming, the given state
-    at (0, 0) in a new directory or (its previous run deleted) with `overwrite`; else `PreviousRunError`."""
+def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, best: _BestDirectory | None,
+                      state: TrainState, resume: bool, overwrite: bool, say):
+    """`(state, (epoch, batch_index), best epoch so far)` to start from: the newest valid checkpoint's when
+    resuming, the given state at (0, 0) with no best epoch in a new directory or (its previous run deleted) with
+    `overwrite`; else `PreviousRunError`. `best`: run_dir/best when `best_metric` is set, else None."""
     previous = previous_run(run.path)
     if overwrite:
         if previous and is_writer():
             # Its checkpoints would otherwise outrank this run's by step number and be what a later resume picks.
             run.remove_previous_run()
             manager.delete_all()
+            if best is not None:
+                best.directory.delete_all()
             say(f"overwrite: deleted the previous run in {run.path} ({', '.join(previous)})")
-        return state, (0, 0)
+        return state, (0, 0), None
     restored = manager.restore_latest(state) if resume and manager.steps() else None
     if restored is None:
         if previous:
@@ -180,7 +215,7 @@ def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainS
                 f"run_dir {str(run.path)!r} holds a previous run ({', '.join(previous)}) and {reason}; pass "
                 f"overwrite=True to delete it and start over{'' if resume else ', resume=True to continue it'}, "
                 f"or use another run_dir")
-        return state, (0, 0)
+        return state, (0, 0), None
     restored_state, metadata, step = restored
     # back onto the devices (and shardings, e.g. replicated on a data mesh) the caller's state was placed on
     state = jax.tree.map(
@@ -188,8 +223,15 @@ def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, state: TrainS
         restored_state, state,
     )
     run.truncate_metrics(step)
+    best_so_far = metadata.get("best")
+    if best is not None:
+        if best_so_far is not None and best_so_far.get("metric") != best.metric:
+            best_so_far = None  # chosen on another metric or mode: this run chooses afresh
+        if is_writer():
+            # A best epoch saved after this checkpoint is trained and scored again, and saved again if it wins.
+            best.directory.delete_after(best_so_far["step"] if best_so_far else -1)
     say(f"resumed from step {step} (epoch {metadata['epoch']}, batch {metadata['batch_index']})")
-    return state, (metadata["epoch"], metadata["batch_index"])
+    return state, (metadata["epoch"], metadata["batch_index"]), best_so_far
 
 
 @contextlib.contextmanager
@@ -208,6 +250,12 @@ def _progress_bar(config: TrainerConfig, initial: int, steps_per_epoch: int | No
         progress.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _BestDirectory:
+    directory: CheckpointDirectory  # run_dir/best
+    metric: str  # "min valid_loss": best_mode and best_metric, as the best epoch's record names them
+
+
 class _Epochs:
     """The mutable side of a run: the state, the on-device metric sums of the current log interval, the host's
     step count (mirrors `state.step` without a device sync), and the last logged metrics."""
@@ -222,6 +270,7 @@ class _Epochs:
         self.metric_names = None
         self.sums = None
         self.interval_start, self.interval_steps = time.perf_counter(), 0
+        self.best_directory, self.best = None, None  # run_dir/best and the best epoch so far (best_metric)
         # A resumed run starts from what its metrics file last recorded (all of it, if it had already finished).
         self.last_logged, self.last_valid = run.last_records()
 
@@ -265,13 +314,34 @@ class _Epochs:
         """Runs `evaluate(params)`, logs it as the epoch's "valid" record; returns the console line."""
         self.last_valid = {name: float(value) for name, value in evaluate(self.state.params).items()}
         self.run.append_metrics({"split": "valid", "step": self.host_step, "epoch": epoch, **self.last_valid})
-        return f"epoch {epoch}: " + "  ".join(f"{k} {v:.4g}" for k, v in self.last_valid.items())
+        line = f"epoch {epoch}: " + "  ".join(f"{k} {v:.4g}" for k, v in self.last_valid.items())
+        if self.config.best_metric is not None and self.keep_if_best(epoch):
+            line += "  (best)"
+        return line
+
+    def keep_if_best(self, epoch: int) -> bool:
+        """Whether this epoch's `best_metric` beats every earlier epoch's; if so its params go to run_dir/best."""
+        name = self.config.best_metric
+        if name not in self.last_valid:
+            raise ValueError(f"best_metric {name!r} is not among the metrics evaluate returned: "
+                             f"{sorted(self.last_valid)}")
+        value = self.last_valid[name]
+        if not math.isfinite(value):
+            return False
+        if self.best is not None and not (value < self.best["value"] if self.config.best_mode == "min"
+                                          else value > self.best["value"]):
+            return False
+        self.best = {"epoch": epoch, "step": self.host_step, "metric": f"{self.config.best_mode} {name}",
+                     "value": value}
+        if is_writer():
+            self.best_directory.save(self.host_step, _local_copy(self.state.params), self.best)
+        return True
 
     def save(self, epoch: int, batch_index: int) -> None:
         if not is_writer():  # multi-host: one writer; the state is replicated, so its copy is complete
             return
         self.manager.save(self.host_step, _local_copy(self.state),
-                          {"epoch": epoch, "batch_index": batch_index, "config": self.full_config})
+                          {"epoch": epoch, "batch_index": batch_index, "config": self.full_config, "best": self.best})
 
     def stop_if_too_many_bad_steps(self) -> None:
         # Read at log intervals only (a per-step read would sync the host every step); skipped steps change
@@ -305,3 +375,16 @@ def _log(run: RunFiles, sums, step, epoch, interval_start, interval_steps, token
             postfix["tok/s"] = f"{record['tokens_per_second']:.0f}"
         progress.set_postfix(postfix, refresh=False)
     return record
+
+
+def load_best(run_dir: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
+    """`(params, record)` of the best epoch `fit` kept in `run_dir/best` (`TrainerConfig.best_metric`): the params
+    in `target`'s structure (see `load_checkpoint`), and `{"epoch", "step", "metric", "value"}` ("metric" as
+    "min valid_loss": `best_mode` and `best_metric`). Raises
+    `CheckpointError` when the directory holds no best epoch."""
+    restored = CheckpointDirectory(pathlib.Path(run_dir) / BEST_DIRECTORY, keep=None).restore_latest(target)
+    if restored is None:
+        raise CheckpointError(f"no best epoch in {pathlib.Path(run_dir) / BEST_DIRECTORY} (fit keeps one when "
+                              f"TrainerConfig.best_metric is set and an epoch's metric is finite)")
+    params, record, _ = restored
+    return params, record

@@ -10,8 +10,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
+
+import rnnjax
 
 import toy_training
 from helpers import assert_trees_equal
@@ -143,6 +146,8 @@ def test_a_single_non_finite_step_is_skipped_and_counted(tmp_path):
         (dict(num_epochs=-1), ValueError, "num_epochs must be >= 1"),
         (dict(keep_checkpoints=1.5), TypeError, "keep_checkpoints must be an int"),
         (dict(run_dir=""), ValueError, "run_dir must be a non-empty path"),
+        (dict(best_mode="lowest"), ValueError, r"best_mode must be one of \('min', 'max'\), got 'lowest'"),
+        (dict(best_metric=""), ValueError, "best_metric must be the name of a metric evaluate returns"),
     ],
 )
 def test_bad_trainer_configuration(fields, error, match):
@@ -200,3 +205,108 @@ def test_a_relative_run_dir_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     state, summary = toy_training.run("runs/relative", epochs=1)
     assert summary["steps"] == 6 and CheckpointDirectory(tmp_path / "runs/relative/checkpoints").steps() == [4, 6]
+
+
+# -- the best epoch's params (TrainerConfig.best_metric) --------------------------------------------------------------
+# The toy's validation loss falls every epoch, so "min" picks the last epoch and "max" the first.
+
+
+@pytest.fixture(scope="module")
+def best_reference(tmp_path_factory):
+    """Uninterrupted 3-epoch runs keeping the best epoch by min and by max validation loss."""
+    runs = {}
+    for mode in ("min", "max"):
+        run_dir = tmp_path_factory.mktemp(f"best_{mode}")
+        state, summary = toy_training.run(run_dir, evaluate=toy_training.validation_loss, best_metric="valid_loss",
+                                          best_mode=mode)
+        runs[mode] = run_dir, state, summary
+    return runs
+
+
+def valid_losses(run_dir):
+    return [line["valid_loss"] for line in metric_lines(run_dir) if line["split"] == "valid"]
+
+
+def test_the_best_epoch_is_kept_by_its_metric(best_reference):
+    for mode, epoch in (("min", 2), ("max", 0)):
+        run_dir, state, summary = best_reference[mode]
+        losses = valid_losses(run_dir)
+        assert len(losses) == 3 and losses[0] > losses[1] > losses[2], losses
+        assert summary["best"] == {"epoch": epoch, "step": 6 * (epoch + 1), "metric": f"{mode} valid_loss",
+                                   "value": losses[epoch]}
+        params, record = rnnjax.train.load_best(run_dir, state.params)
+        assert record == summary["best"]
+    min_dir, min_state, _ = best_reference["min"]
+    assert_trees_equal(rnnjax.train.load_best(min_dir, min_state.params)[0],
+                       toy_training.checkpoint_params(min_dir / "checkpoints", 18, min_state))  # the last epoch
+    max_dir, max_state, _ = best_reference["max"]
+    first_epoch, _ = toy_training.run(max_dir.parent / "one_epoch", epochs=1)
+    assert_trees_equal(rnnjax.train.load_best(max_dir, max_state.params)[0], first_epoch.params)
+
+
+def test_a_resumed_run_keeps_the_best_epoch_of_the_uninterrupted_run(best_reference, tmp_path):
+    # Stopped after epoch 1 (as a kill between epochs), then resumed: epoch 0 stays the best by "max", although
+    # the resumed process scores only epoch 2. Before the fix the pick was among the resumed process's epochs.
+    run_dir, state, summary = best_reference["max"]
+    toy_training.run(tmp_path, epochs=2, evaluate=toy_training.validation_loss, best_metric="valid_loss",
+                     best_mode="max")
+    resumed, resumed_summary = toy_training.run(tmp_path, evaluate=toy_training.validation_loss,
+                                                best_metric="valid_loss", best_mode="max")
+    assert resumed_summary["best"] == summary["best"]
+    assert_trees_equal(rnnjax.train.load_best(tmp_path, state.params)[0],
+                       rnnjax.train.load_best(run_dir, state.params)[0])
+    assert_trees_equal(resumed.params, state.params)
+
+
+def test_a_best_epoch_saved_after_the_resumed_checkpoint_is_discarded(best_reference, tmp_path):
+    # As if killed after saving a best epoch 1 but before epoch 1's checkpoint (on a machine where the rerun of
+    # epoch 1 then scores differently): the resumed run starts from epoch 0's checkpoint, whose record names
+    # epoch 0, and must not keep the later save, which epochs 1 and 2 (no better than epoch 0 by "max") never replace.
+    run_dir, state, summary = best_reference["max"]
+    toy_training.run(tmp_path, epochs=1, evaluate=toy_training.validation_loss, best_metric="valid_loss",
+                     best_mode="max")
+    stray = jax.tree.map(lambda leaf: leaf + 1.0, state.params)
+    CheckpointDirectory(tmp_path / "best", keep=None).save(12, stray, {"epoch": 1, "step": 12,
+                                                                       "metric": "max valid_loss", "value": 9.0})
+    _, resumed_summary = toy_training.run(tmp_path, evaluate=toy_training.validation_loss,
+                                          best_metric="valid_loss", best_mode="max")
+    assert resumed_summary["best"] == summary["best"]
+    assert CheckpointDirectory(tmp_path / "best").steps() == [6]
+    assert_trees_equal(rnnjax.train.load_best(tmp_path, state.params)[0],
+                       rnnjax.train.load_best(run_dir, state.params)[0])
+
+
+def test_a_resumed_run_with_another_best_metric_chooses_afresh(tmp_path):
+    toy_training.run(tmp_path, epochs=2, evaluate=toy_training.validation_loss, best_metric="valid_loss",
+                     best_mode="max")  # picks epoch 0
+    _, summary = toy_training.run(tmp_path, evaluate=toy_training.validation_loss, best_metric="valid_loss")
+    assert summary["best"]["epoch"] == 2 and summary["best"]["metric"] == "min valid_loss"
+    assert CheckpointDirectory(tmp_path / "best").steps() == [18]
+
+
+def test_a_non_finite_metric_is_never_the_best(tmp_path):
+    scores = iter([float("nan"), 2.0, float("inf")])
+    _, summary = toy_training.run(tmp_path, evaluate=lambda params: {"score": next(scores)}, best_metric="score")
+    assert summary["best"] == {"epoch": 1, "step": 12, "metric": "min score", "value": 2.0}
+    scores = iter([float("nan")])
+    _, summary = toy_training.run(tmp_path / "none", epochs=1, evaluate=lambda params: {"score": next(scores)},
+                                  best_metric="score")
+    assert summary["best"] is None
+    with pytest.raises(rnnjax.train.CheckpointError, match=r"no best epoch in .*none/best"):
+        rnnjax.train.load_best(tmp_path / "none")
+
+
+def test_best_metric_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="best_metric='valid_loss' names a metric of evaluate, but fit was given "
+                                         "no evaluate"):
+        toy_training.run(tmp_path / "a", epochs=1, best_metric="valid_loss")
+    with pytest.raises(ValueError, match=r"best_metric 'accuracy' is not among the metrics evaluate returned: "
+                                         r"\['valid_loss'\]"):
+        toy_training.run(tmp_path / "b", epochs=1, evaluate=toy_training.validation_loss, best_metric="accuracy")
+
+
+def test_overwrite_deletes_the_previous_best(tmp_path):
+    toy_training.run(tmp_path, evaluate=toy_training.validation_loss, best_metric="valid_loss")  # best: step 18
+    _, summary = toy_training.run(tmp_path, epochs=1, overwrite=True, evaluate=toy_training.validation_loss,
+                                  best_metric="valid_loss")
+    assert summary["best"]["step"] == 6 and CheckpointDirectory(tmp_path / "best").steps() == [6]

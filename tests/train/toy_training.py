@@ -65,20 +65,27 @@ def checkpoint_params(directory, step: int, template):
     return load_checkpoint(checkpoint_path(directory, step), template)[0].params
 
 
+def validation_loss(params):
+    """The loss on a fixed batch, from a fresh carry: an `evaluate` for `fit`."""
+    batch = next(batches(seed=99, epoch=0))
+    return {"valid_loss": loss_fn(params, MODEL.initial_carry(BATCH), batch, None)[0]}
+
+
 def run(run_dir, *, seed=0, epochs=3, checkpoint_every=4, log_every=2, sleep=0.0, poison_from=-1, max_bad_steps=3,
-        resume=True, overwrite=False, place_batch=None, state_transform=None):
+        resume=True, overwrite=False, place_batch=None, state_transform=None, evaluate=None, best_metric=None,
+        best_mode="min"):
     optimizer = make_optimizer(OptimizerConfig(optimizer="adam", learning_rate=1e-2, max_grad_norm=1.0))
     state = make_state(seed, optimizer)
     if state_transform is not None:
         state = state_transform(state)
     config = TrainerConfig(run_dir=str(run_dir), num_epochs=epochs, log_every=log_every,
                            checkpoint_every=checkpoint_every, keep_checkpoints=2, max_bad_steps=max_bad_steps,
-                           quiet=True, plots=False)
+                           quiet=True, plots=False, best_metric=best_metric, best_mode=best_mode)
     return fit(config, state, train_step_fn(loss_fn, optimizer),
                lambda epoch: batches(seed, epoch, poison_from, sleep),
                initial_carry=lambda: MODEL.initial_carry(BATCH), run_config={"seed": seed, "toy": True},
                tokens_per_batch=BATCH * TIME, resume=resume, overwrite=overwrite,
-               place_batch=place_batch)
+               place_batch=place_batch, evaluate=evaluate)
 
 
 def main():
