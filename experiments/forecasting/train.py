@@ -19,8 +19,8 @@ tested with the parameters of its best validation epoch.
 
 Every run prints its full config, takes a seed, is bit-for-bit repeatable on CPU and writes a run directory:
 config.json, metrics.jsonl, summary.json, checkpoints/ (from the engine), results.json (test metrics of every
-method, per-step errors, published reference rows where they exist, wall times), best_params/ (the checkpoint
-tested) and plots/forecasts.png (test windows, model and baselines against the truth) and plots/error_by_step.png.
+method, per-step errors, published reference rows where they exist, wall times), best/ (the engine's checkpoint of
+the best validation epoch, the params tested; a resumed run keeps the uninterrupted run's) and plots/forecasts.png (test windows, model and baselines against the truth) and plots/error_by_step.png.
 """
 
 from __future__ import annotations
@@ -366,26 +366,21 @@ def train(config: Config) -> dict:
     init_key, state_key = jax.random.split(jax.random.key(config.seed))
     state = rnnjax.train.create_train_state(model.init(init_key), optimizer, state_key)
 
-    best = {"valid_mse": float("inf"), "params": None, "epoch": -1, "evaluations": 0}
-
     def evaluate(params):
         metrics, _ = evaluate_model(model, params, data, "valid", config)
-        if metrics["mse"] < best["valid_mse"]:  # model selection on validation only, as with early stopping
-            best.update(valid_mse=metrics["mse"], params=jax.device_get(params), epoch=best["evaluations"])
-        best["evaluations"] += 1
         return {"valid_mse": metrics["mse"], "valid_mae": metrics["mae"]}
 
     run_config = {"config": dataclasses.asdict(config), "data": data.record}
     trainer = rnnjax.train.TrainerConfig(run_dir=str(run_dir), num_epochs=config.epochs, log_every=config.log_every,
-                                   checkpoint_every=max(steps_per_epoch, 1), quiet=config.quiet)
+                                   checkpoint_every=max(steps_per_epoch, 1), quiet=config.quiet,
+                                   best_metric="valid_mse")  # model selection on validation only, as early stopping
     train_started = time.perf_counter()
     state, summary = cli.fit(trainer, state, rnnjax.train.train_step_fn(loss_fn, optimizer), train_batches,
                                       evaluate=evaluate, run_config=run_config, resume=config.resume,
                                       steps_per_epoch=steps_per_epoch)
     train_seconds = time.perf_counter() - train_started
-    params = best["params"] if best["params"] is not None else state.params  # a resumed finished run: last
-    rnnjax.train.save_checkpoint(run_dir / "best_params", 0, params, {"epoch": best["epoch"],
-                                                               "valid_mse": best["valid_mse"]})
+    best = summary["best"] or {"epoch": -1, "value": float("inf")}  # none: no epoch had a finite validation MSE
+    params = rnnjax.train.load_best(run_dir, state.params)[0] if summary["best"] else state.params
 
     test, model_predictions = evaluate_model(model, params, data, "test", config)
     methods, chosen_ridges = baseline_forecasts(data, config)
@@ -400,7 +395,7 @@ def train(config: Config) -> dict:
         "test": {name: {"mse": r["mse"], "mae": r["mae"]} for name, r in results.items()},
         "test_by_step": {name: {"mse": r["mse_by_step"], "mae": r["mae_by_step"]} for name, r in results.items()},
         "references": references, "linear_ridge": chosen_ridges, "best_epoch": best["epoch"],
-        "best_valid_mse": best["valid_mse"],
+        "best_valid_mse": best["value"],
         "steps": summary["steps"], "windows": data.record["windows"],
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
         "run_dir": str(run_dir),

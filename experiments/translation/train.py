@@ -11,8 +11,8 @@ en/de/fr; or CLDR's localised dates) -> tokeniser and vocabulary per side, from 
 -> length-bucketed batches (`experiments.translation.batching`) -> `rnnjax.models.Seq2Seq` trained with
 teacher forcing (optionally scheduled sampling and label smoothing) by `rnnjax.train.fit` (Adam, global-norm
 clip) -> after every epoch the validation split is scored (teacher-forced loss and perplexity; with
-`--select-on bleu` also greedy-decoded sacreBLEU), and the best epoch's parameters (on validation only) decode
-every test split once (`greedy_decode`, or `beam_search` with `--beam-size` > 1).
+`--select-on bleu` also greedy-decoded sacreBLEU), and the best epoch's parameters (on validation only; kept by
+`fit` in run_dir/best, so a resumed run keeps the uninterrupted run's choice) decode every test split once (`greedy_decode`, or `beam_search` with `--beam-size` > 1).
 
 Reported per test split: sacreBLEU on the detokenised output with its signature; the tokenised lower-cased BLEU
 of the reference tutorials (`experiments.translation.metrics`); perplexity per target token (`<eos>` included,
@@ -51,6 +51,9 @@ DATASETS = ("cldr_dates", "multi30k")
 ATTENTIONS = ("none", "additive", "dot", "general")
 BRIDGES = ("tanh_backward", "projection", "final")
 SELECT_ON = ("loss", "free_running_loss", "bleu")
+# select_on -> the validation metric and direction fit keeps the best epoch by (TrainerConfig.best_metric, best_mode)
+SELECTED_METRIC = {"loss": ("valid_loss", "min"), "free_running_loss": ("valid_free_running_loss", "min"),
+                   "bleu": ("valid_sacrebleu", "max")}
 INITS = ("default", "normal")
 
 
@@ -355,9 +358,6 @@ def train(config: Config) -> dict:
         hypotheses = [tokenizers["target"].detokenize(vocabularies["target"].decode(ids)) for ids in outputs]
         return outputs, hypotheses
 
-    best = {"value": None, "epoch": -1, "params": None}
-    epoch_counter = [0]
-
     def evaluate(params):
         nll, tokens = teacher_forced_nll(model, params, eval_batches["val"])
         # "valid_" names, so the run files' plots put the validation loss on the training token_loss curve.
@@ -365,16 +365,10 @@ def train(config: Config) -> dict:
         if config.select_on == "bleu":
             _, hypotheses = decode_split(params, "val", 1)
             scores["valid_sacrebleu"] = metrics.sacre_bleu(hypotheses, splits["val"].target, config.lowercase)[0]
-            value = -scores["valid_sacrebleu"]
         elif config.select_on == "free_running_loss":
             free_nll, _ = free_running_nll(model, params, eval_batches["val"])
+            scores["valid_free_running_loss"] = free_nll / tokens
             scores["valid_free_running_perplexity"] = metrics.perplexity(free_nll, tokens)
-            value = free_nll / tokens
-        else:
-            value = scores["valid_loss"]
-        if best["value"] is None or value < best["value"]:  # ties keep the earlier epoch
-            best.update(value=value, epoch=epoch_counter[0], params=jax.device_get(params))
-        epoch_counter[0] += 1
         return scores
 
     steps_per_epoch = len(epoch_batches(0))
@@ -389,22 +383,23 @@ def train(config: Config) -> dict:
                       "bucket_boundaries": list(boundaries)}))
     trainer = rnnjax.train.TrainerConfig(run_dir=str(run_dir.absolute()), num_epochs=config.epochs,
                                          log_every=config.log_every, keep_checkpoints=1, quiet=config.quiet,
-                                         checkpoint_every=steps_per_epoch * config.epochs + 1, perplexity=True)
+                                         checkpoint_every=steps_per_epoch * config.epochs + 1, perplexity=True,
+                                         best_metric=SELECTED_METRIC[config.select_on][0],
+                                         best_mode=SELECTED_METRIC[config.select_on][1])  # ties: the earlier epoch
     train_started = time.perf_counter()
     train_step = rnnjax.train.train_step_fn(make_loss_fn(model, config.label_smoothing, config.sampling_probability,
                                                           config.sampled_token, config.sampling_coin),
                                             optimizer)
-    # cli.fit applies --resume/--overwrite/--tensorboard/--csv; a resumed run's skipped epochs are not re-scored, so
-    # the best epoch is then chosen among those this process trained (the final parameters if it trained none).
+    # cli.fit applies --resume/--overwrite/--tensorboard/--csv; every checkpoint records the best epoch so far, so a
+    # resumed run chooses among all the epochs, those of the interrupted process included.
     state, fit_summary = cli.fit(trainer, state, train_step, epoch_batches, evaluate=evaluate,
                                  run_config=run_config, steps_per_epoch=steps_per_epoch)
-    # evaluate() counted this process's epochs from 0; a resumed run's first one is the epoch it resumed in.
-    best["epoch"] += fit_summary["steps"] // steps_per_epoch - epoch_counter[0]
-    if best["params"] is None:
-        best.update(epoch=config.epochs - 1, params=jax.device_get(state.params))
+    if fit_summary["best"] is None:  # no epoch scored a finite value: the final parameters
+        best = {"epoch": config.epochs - 1, "params": jax.device_get(state.params)}
+    else:
+        best = {"epoch": fit_summary["best"]["epoch"],
+                "params": rnnjax.train.load_best(run_dir.absolute(), state.params)[0]}
     train_seconds = time.perf_counter() - train_started
-    rnnjax.train.save_checkpoint(run_dir.absolute() / "best", best["epoch"], best["params"],
-                                 {"epoch": best["epoch"], "select_on": config.select_on})
     decoder = "greedy" if config.beam_size == 1 else f"beam {config.beam_size}, length penalty {config.length_penalty}"
     results = {}
     written = {"summary.json": True, "attention.png": False, "translations.*.txt": True}  # the final line's list

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def test_tiny_run_is_repeatable_and_writes_the_run_directory(capsys, tmp_path):
     run = tmp_path / "a"
     for name in ("config.json", "metrics.jsonl", "results.json", "plots/forecasts.png", "plots/error_by_step.png"):
         assert (run / name).exists(), name
-    assert list((run / "best_params").glob("checkpoint_*")) and list((run / "checkpoints").glob("checkpoint_*"))
+    assert list((run / "best").glob("checkpoint_*")) and list((run / "checkpoints").glob("checkpoint_*"))
     saved = json.loads((run / "results.json").read_text())
     assert len(saved["test_by_step"]["model"]["mse"]) == 4 and first["steps"] == 6
     third = forecasting.main(TINY + ["--run-dir", str(tmp_path / "c"), "--seed", "1"])
@@ -81,3 +82,15 @@ def test_horizon_longer_than_a_split_is_a_clear_error(tmp_path):
                                        "1", "--run-dir", str(tmp_path)])
     with pytest.raises(ValueError, match=r"the valid split \(rows \[70, 80\), 10 rows\).*horizon 12"):
         forecasting.build_data(config)
+
+
+def test_a_resumed_run_reports_what_the_uninterrupted_run_reports(tmp_path):
+    whole = forecasting.main(TINY + ["--run-dir", str(tmp_path / "whole")])
+    interrupted = tmp_path / "interrupted"
+    forecasting.main(TINY + ["--run-dir", str(interrupted)])
+    shutil.rmtree(interrupted / "checkpoints" / "checkpoint_000000006")  # as if killed during epoch 1
+    resumed = forecasting.main(TINY + ["--run-dir", str(interrupted), "--resume"])
+    # The resumed process scores epoch 1 only; the best epoch is still chosen among both, and labelled as such.
+    assert resumed["steps"] == whole["steps"] == 6
+    assert (resumed["best_epoch"], resumed["best_valid_mse"]) == (whole["best_epoch"], whole["best_valid_mse"])
+    assert resumed["test"] == whole["test"] and resumed["test_by_step"] == whole["test_by_step"]
