@@ -118,8 +118,9 @@ def fit(
       train_batches: `epoch -> iterable of batches`, deterministic per epoch.
       evaluate: `params -> dict of metrics`, run after every epoch (logged with `"split": "valid"`). With
         `config.best_metric`, the epoch whose metric of that name is best so far (strictly better than every earlier
-        epoch's; NaN never is) has its params saved to `run_dir/best` (`load_best` reads them), its console line
-        says "(best)", and every checkpoint records it; the summary's "best" gives its epoch, step and value.
+        epoch's; NaN never is) has its params saved to `run_dir/best` as its newest checkpoint (`load_best` reads
+        it; the one before, the previous best, stays for a resume), its console line says "(best)", and every
+        checkpoint records it; the summary's "best" gives its epoch, step, metric and value.
       initial_carry: `() -> carry`; the truncated-BPTT carry is reset to it at the start of every epoch.
       run_config: the experiment's own config, written to config.json and stored in every checkpoint.
       tokens_per_batch: for the tokens/s figure (default: not reported).
@@ -380,8 +381,8 @@ def _log(run: RunFiles, sums, step, epoch, interval_start, interval_steps, token
 def load_best(run_dir: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
     """`(params, record)` of the best epoch `fit` kept in `run_dir/best` (`TrainerConfig.best_metric`): the params
     in `target`'s structure (see `load_checkpoint`), and `{"epoch", "step", "metric", "value"}` ("metric" as
-    "min valid_loss": `best_mode` and `best_metric`). Raises
-    `CheckpointError` when the directory holds no best epoch."""
+    "min valid_loss": `best_mode` and `best_metric`). Raises `CheckpointError` when the directory holds no best
+    epoch."""
     restored = CheckpointDirectory(pathlib.Path(run_dir) / BEST_DIRECTORY, keep=None).restore_latest(target)
     if restored is None:
         raise CheckpointError(f"no best epoch in {pathlib.Path(run_dir) / BEST_DIRECTORY} (fit keeps one when "
