@@ -20,7 +20,8 @@ tested with the parameters of its best validation epoch.
 Every run prints its full config, takes a seed, is bit-for-bit repeatable on CPU and writes a run directory:
 config.json, metrics.jsonl, summary.json, checkpoints/ (from the engine), results.json (test metrics of every
 method, per-step errors, published reference rows where they exist, wall times), best/ (the engine's checkpoint of
-the best validation epoch, the params tested; a resumed run keeps the uninterrupted run's) and plots/forecasts.png (test windows, model and baselines against the truth) and plots/error_by_step.png.
+the best validation epoch, the params tested; a resumed run keeps the uninterrupted run's), plots/forecasts.png
+(test windows, model and baselines against the truth) and plots/error_by_step.png.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ en/de/fr; or CLDR's localised dates) -> tokeniser and vocabulary per side, from 
 teacher forcing (optionally scheduled sampling and label smoothing) by `rnnjax.train.fit` (Adam, global-norm
 clip) -> after every epoch the validation split is scored (teacher-forced loss and perplexity; with
 `--select-on bleu` also greedy-decoded sacreBLEU), and the best epoch's parameters (on validation only; kept by
-`fit` in run_dir/best, so a resumed run keeps the uninterrupted run's choice) decode every test split once (`greedy_decode`, or `beam_search` with `--beam-size` > 1).
+`fit` in run_dir/best, so a resumed run keeps the uninterrupted run's choice) decode every test split once
+(`greedy_decode`, or `beam_search` with `--beam-size` > 1).
 
 Reported per test split: sacreBLEU on the detokenised output with its signature; the tokenised lower-cased BLEU
 of the reference tutorials (`experiments.translation.metrics`); perplexity per target token (`<eos>` included,
