@@ -120,7 +120,7 @@ def fit(
         `config.best_metric`, the epoch whose metric of that name is best so far (strictly better than every earlier
         epoch's; NaN never is) has its params saved to `run_dir/best` as its newest checkpoint (`load_best` reads
         it; the one before, the previous best, stays for a resume), its console line says "(best)", and every
-        checkpoint records it; the summary's "best" gives its epoch, step, metric and value.
+        checkpoint records it; the summary's "best" gives its epoch, step, metric, mode and value.
       initial_carry: `() -> carry`; the truncated-BPTT carry is reset to it at the start of every epoch.
       run_config: the experiment's own config, written to config.json and stored in every checkpoint.
       tokens_per_batch: for the tokens/s figure (default: not reported).
@@ -144,14 +144,13 @@ def fit(
     manager = CheckpointDirectory((run_dir / "checkpoints").absolute(), keep=config.keep_checkpoints)
     # Two kept: a run killed after saving a new best but before its next checkpoint resumes from a checkpoint that
     # records the best before it, whose params must still be there.
-    best = None
-    if config.best_metric is not None:
-        best = _BestDirectory(CheckpointDirectory((run_dir / BEST_DIRECTORY).absolute(), keep=2),
-                              f"{config.best_mode} {config.best_metric}")
+    best = None if config.best_metric is None else CheckpointDirectory((run_dir / BEST_DIRECTORY).absolute(), keep=2)
     say = (lambda text: None) if config.quiet else print
     # Decided before anything is written (config.json included), so a refused call leaves the directory as it was.
     state, (start_epoch, start_batch), best_so_far = _restore_or_start(RunFiles(run_dir), manager, best, state,
                                                                        resume, overwrite, say)
+    if best is not None:
+        best_so_far = _continue_best(config, best, best_so_far)
     writers = tuple(writers)
     if config.tensorboard and is_writer():
         writers += (TensorBoardWriter(run_dir / "tensorboard"),)
@@ -163,7 +162,7 @@ def fit(
                                                             for k, v in dataclasses.asdict(config).items()}}
         run.write_config(full_config)
         epochs = _Epochs(config, run, manager, train_step, full_config, tokens_per_batch, distinct_buffers(state))
-        epochs.best_directory, epochs.best = best and best.directory, best_so_far
+        epochs.best_directory, epochs.best = best, best_so_far
         started = time.perf_counter()
         with _progress_bar(config, epochs.host_step, steps_per_epoch) as epochs.progress:
             for epoch in range(start_epoch, config.num_epochs):
@@ -193,11 +192,12 @@ def fit(
         return state, summary
 
 
-def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, best: _BestDirectory | None,
+def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, best: CheckpointDirectory | None,
                       state: TrainState, resume: bool, overwrite: bool, say):
-    """`(state, (epoch, batch_index), best epoch so far)` to start from: the newest valid checkpoint's when
-    resuming, the given state at (0, 0) with no best epoch in a new directory or (its previous run deleted) with
-    `overwrite`; else `PreviousRunError`. `best`: run_dir/best when `best_metric` is set, else None."""
+    """`(state, (epoch, batch_index), best epoch so far)` to start from: the newest valid checkpoint's (and the best
+    epoch it records) when resuming, the given state at (0, 0) with no best epoch in a new directory or (its
+    previous run deleted) with `overwrite`; else `PreviousRunError`. `best`: run_dir/best when `best_metric` is
+    set, else None."""
     previous = previous_run(run.path)
     if overwrite:
         if previous and is_writer():
@@ -205,7 +205,7 @@ def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, best: _BestDi
             run.remove_previous_run()
             manager.delete_all()
             if best is not None:
-                best.directory.delete_all()
+                best.delete_all()
             say(f"overwrite: deleted the previous run in {run.path} ({', '.join(previous)})")
         return state, (0, 0), None
     restored = manager.restore_latest(state) if resume and manager.steps() else None
@@ -224,15 +224,19 @@ def _restore_or_start(run: RunFiles, manager: CheckpointDirectory, best: _BestDi
         restored_state, state,
     )
     run.truncate_metrics(step)
-    best_so_far = metadata.get("best")
-    if best is not None:
-        if best_so_far is not None and best_so_far.get("metric") != best.metric:
-            best_so_far = None  # chosen on another metric or mode: this run chooses afresh
-        if is_writer():
-            # A best epoch saved after this checkpoint is trained and scored again, and saved again if it wins.
-            best.directory.delete_after(best_so_far["step"] if best_so_far else -1)
     say(f"resumed from step {step} (epoch {metadata['epoch']}, batch {metadata['batch_index']})")
-    return state, (metadata["epoch"], metadata["batch_index"]), best_so_far
+    return state, (metadata["epoch"], metadata["batch_index"]), metadata.get("best")
+
+
+def _continue_best(config: TrainerConfig, best: CheckpointDirectory, record: dict | None) -> dict | None:
+    """The best epoch this run continues from: the restored checkpoint's `record`, or None (a new run, or one
+    chosen on another metric or mode, which chooses afresh). Best epochs saved after that checkpoint are deleted:
+    they are trained and scored again, and saved again if they win."""
+    if record is not None and (record.get("metric"), record.get("mode")) != (config.best_metric, config.best_mode):
+        record = None
+    if is_writer():
+        best.delete_after(record["step"] if record else -1)
+    return record
 
 
 @contextlib.contextmanager
@@ -249,12 +253,6 @@ def _progress_bar(config: TrainerConfig, initial: int, steps_per_epoch: int | No
         yield progress
     finally:
         progress.close()
-
-
-@dataclasses.dataclass(frozen=True)
-class _BestDirectory:
-    directory: CheckpointDirectory  # run_dir/best
-    metric: str  # "min valid_loss": best_mode and best_metric, as the best epoch's record names them
 
 
 class _Epochs:
@@ -332,7 +330,7 @@ class _Epochs:
         if self.best is not None and not (value < self.best["value"] if self.config.best_mode == "min"
                                           else value > self.best["value"]):
             return False
-        self.best = {"epoch": epoch, "step": self.host_step, "metric": f"{self.config.best_mode} {name}",
+        self.best = {"epoch": epoch, "step": self.host_step, "metric": name, "mode": self.config.best_mode,
                      "value": value}
         if is_writer():
             self.best_directory.save(self.host_step, _local_copy(self.state.params), self.best)
@@ -380,8 +378,8 @@ def _log(run: RunFiles, sums, step, epoch, interval_start, interval_steps, token
 
 def load_best(run_dir: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
     """`(params, record)` of the best epoch `fit` kept in `run_dir/best` (`TrainerConfig.best_metric`): the params
-    in `target`'s structure (see `load_checkpoint`), and `{"epoch", "step", "metric", "value"}` ("metric" as
-    "min valid_loss": `best_mode` and `best_metric`). Raises `CheckpointError` when the directory holds no best
+    in `target`'s structure (see `load_checkpoint`), and `{"epoch", "step", "metric", "mode", "value"}` (the
+    `best_metric`, its `best_mode` and its value). Raises `CheckpointError` when the directory holds no best
     epoch."""
     restored = CheckpointDirectory(pathlib.Path(run_dir) / BEST_DIRECTORY, keep=None).restore_latest(target)
     if restored is None:

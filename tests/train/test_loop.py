@@ -232,8 +232,8 @@ def test_the_best_epoch_is_kept_by_its_metric(best_reference):
         run_dir, state, summary = best_reference[mode]
         losses = valid_losses(run_dir)
         assert len(losses) == 3 and losses[0] > losses[1] > losses[2], losses
-        assert summary["best"] == {"epoch": epoch, "step": 6 * (epoch + 1), "metric": f"{mode} valid_loss",
-                                   "value": losses[epoch]}
+        assert summary["best"] == {"epoch": epoch, "step": 6 * (epoch + 1), "metric": "valid_loss",
+                                   "mode": mode, "value": losses[epoch]}
         params, record = rnnjax.train.load_best(run_dir, state.params)
         assert record == summary["best"]
     min_dir, min_state, _ = best_reference["min"]
@@ -267,7 +267,8 @@ def test_a_best_epoch_saved_after_the_resumed_checkpoint_is_discarded(best_refer
                      best_mode="max")
     stray = jax.tree.map(lambda leaf: leaf + 1.0, state.params)
     CheckpointDirectory(tmp_path / "best", keep=None).save(12, stray, {"epoch": 1, "step": 12,
-                                                                       "metric": "max valid_loss", "value": 9.0})
+                                                                       "metric": "valid_loss", "mode": "max",
+                                                                       "value": 9.0})
     _, resumed_summary = toy_training.run(tmp_path, evaluate=toy_training.validation_loss,
                                           best_metric="valid_loss", best_mode="max")
     assert resumed_summary["best"] == summary["best"]
@@ -280,14 +281,14 @@ def test_a_resumed_run_with_another_best_metric_chooses_afresh(tmp_path):
     toy_training.run(tmp_path, epochs=2, evaluate=toy_training.validation_loss, best_metric="valid_loss",
                      best_mode="max")  # picks epoch 0
     _, summary = toy_training.run(tmp_path, evaluate=toy_training.validation_loss, best_metric="valid_loss")
-    assert summary["best"]["epoch"] == 2 and summary["best"]["metric"] == "min valid_loss"
+    assert summary["best"]["epoch"] == 2 and summary["best"]["mode"] == "min"
     assert CheckpointDirectory(tmp_path / "best").steps() == [18]
 
 
 def test_a_non_finite_metric_is_never_the_best(tmp_path):
     scores = iter([float("nan"), 2.0, float("inf")])
     _, summary = toy_training.run(tmp_path, evaluate=lambda params: {"score": next(scores)}, best_metric="score")
-    assert summary["best"] == {"epoch": 1, "step": 12, "metric": "min score", "value": 2.0}
+    assert summary["best"] == {"epoch": 1, "step": 12, "metric": "score", "mode": "min", "value": 2.0}
     scores = iter([float("nan")])
     _, summary = toy_training.run(tmp_path / "none", epochs=1, evaluate=lambda params: {"score": next(scores)},
                                   best_metric="score")
