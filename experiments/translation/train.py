@@ -52,8 +52,9 @@ DATASETS = ("cldr_dates", "multi30k")
 ATTENTIONS = ("none", "additive", "dot", "general")
 BRIDGES = ("tanh_backward", "projection", "final")
 SELECT_ON = ("loss", "free_running_loss", "bleu")
-# select_on -> the validation metric and direction fit keeps the best epoch by (TrainerConfig.best_metric, best_mode)
-SELECTED_METRIC = {"loss": ("valid_loss", "min"), "free_running_loss": ("valid_free_running_loss", "min"),
+# select_on -> the validation metric and direction fit keeps the best epoch by (TrainerConfig.best_metric, best_mode);
+# the free-running perplexity is exp of the free-running loss, so it picks the same epoch
+SELECTED_METRIC = {"loss": ("valid_loss", "min"), "free_running_loss": ("valid_free_running_perplexity", "min"),
                    "bleu": ("valid_sacrebleu", "max")}
 INITS = ("default", "normal")
 
@@ -368,7 +369,6 @@ def train(config: Config) -> dict:
             scores["valid_sacrebleu"] = metrics.sacre_bleu(hypotheses, splits["val"].target, config.lowercase)[0]
         elif config.select_on == "free_running_loss":
             free_nll, _ = free_running_nll(model, params, eval_batches["val"])
-            scores["valid_free_running_loss"] = free_nll / tokens
             scores["valid_free_running_perplexity"] = metrics.perplexity(free_nll, tokens)
         return scores
 
