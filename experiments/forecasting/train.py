@@ -361,7 +361,8 @@ def train(config: Config) -> dict:
     def loss_fn(params, carry, batch, key):
         predictions = forward(model, params, batch, key, teacher_forcing=True, rate=config.scheduled_sampling_rate)
         mse = rnnjax.mean_squared_error(predictions, batch["targets"])
-        return mse, (carry, {"mae": rnnjax.mean_absolute_error(predictions, batch["targets"])})
+        # "mse" beside the loss it equals: the run files then draw train and valid MSE in one plot (valid_mse)
+        return mse, (carry, {"mse": mse, "mae": rnnjax.mean_absolute_error(predictions, batch["targets"])})
 
     optimizer = rnnjax.train.make_optimizer(optimizer_config(config, steps_per_epoch))
     init_key, state_key = jax.random.split(jax.random.key(config.seed))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.forecasting import train as forecasting
+from rnnjax.train import run_files
 
 pytest.importorskip("statsmodels")  # the embedded default series ships with statsmodels
 
@@ -30,6 +31,9 @@ def test_tiny_run_is_repeatable_and_writes_the_run_directory(capsys, tmp_path):
     for name in ("config.json", "metrics.jsonl", "results.json", "plots/forecasts.png", "plots/error_by_step.png"):
         assert (run / name).exists(), name
     assert list((run / "best").glob("checkpoint_*")) and list((run / "checkpoints").glob("checkpoint_*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert set(run_files.curves(records)["mse"]) == {"train", "valid"}  # one plot: the train loss is the MSE
+    assert (run / "plots" / "mse.png").exists() and not (run / "plots" / "loss.png").exists()
     saved = json.loads((run / "results.json").read_text())
     assert len(saved["test_by_step"]["model"]["mse"]) == 4 and first["steps"] == 6
     third = forecasting.main(TINY + ["--run-dir", str(tmp_path / "c"), "--seed", "1"])
